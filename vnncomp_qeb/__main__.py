@@ -1,0 +1,3 @@
+from vnncomp_qeb.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sound bound propagation over the IR, batched over boxes."""

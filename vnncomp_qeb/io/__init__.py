@@ -1,0 +1,1 @@
+"""File formats: ONNX → IR, VNN-LIB → Spec, results and witnesses, onnxruntime replay."""

@@ -1,0 +1,188 @@
+"""Handlers for the standard (non-quantized) ONNX operators."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, INT_RANGES, LoadContext, QTag, attr, handles
+from vnncomp_qeb.ir import ops
+
+
+@handles("Identity")
+def _identity(ctx: LoadContext, node: onnx.NodeProto) -> None:
+    ctx.bind(node.output[0], ctx.var(node.input[0]))
+    if node.input[0] in ctx.tags:
+        ctx.tags[node.output[0]] = ctx.tags[node.input[0]]
+
+
+@handles("MatMul")
+def _matmul(ctx: LoadContext, node: onnx.NodeProto) -> None:
+    a, b = node.input[0], node.input[1]
+    if ctx.is_const(a):
+        raise ctx.unsupported("MatMul with a constant left operand and a variable right operand")
+    W = ctx.const_f64(b)
+    if W.ndim != 2:
+        raise ctx.unsupported(f"MatMul weight of rank {W.ndim} (only 2-D weights are modelled)")
+    ctx.emit(ops.Affine((ctx.var(a),), ctx.out_name(), W=W))
+
+
+@handles("Gemm")
+def _gemm(ctx: LoadContext, node: onnx.NodeProto) -> None:
+    if attr(node, "transA", 0):
+        raise ctx.unsupported("Gemm with transA=1")
+    a = ctx.var(node.input[0])
+    W = ctx.const_f64(node.input[1])
+    if attr(node, "transB", 0):
+        W = W.T
+    W = attr(node, "alpha", 1.0) * W
+    b = None
+    if len(node.input) > 2 and node.input[2]:
+        b = attr(node, "beta", 1.0) * np.broadcast_to(ctx.const_f64(node.input[2]), (1, W.shape[1]))[0]
+    ctx.emit(ops.Affine((a,), ctx.out_name(), W=np.ascontiguousarray(W), b=b))
+
+
+def _binary(ctx: LoadContext, node: onnx.NodeProto, kind: str) -> None:
+    x, y = node.input[0], node.input[1]
+    out = ctx.out_name()
+    if ctx.is_var(x) and ctx.is_var(y):
+        if kind == "Add":
+            ctx.emit(ops.Add((ctx.var(x), ctx.var(y)), out))
+        elif kind == "Sub":
+            ctx.emit(ops.Sub((ctx.var(x), ctx.var(y)), out))
+        else:
+            raise ctx.unsupported(f"{kind} of two variable tensors (not piecewise linear)")
+        return
+    if ctx.is_var(x):
+        c = ctx.per_sample_const(ctx.const(y), x)
+        if kind == "Add":
+            ctx.emit(ops.AddConst((ctx.var(x),), out, c=c))
+        elif kind == "Sub":
+            ctx.emit(ops.AddConst((ctx.var(x),), out, c=-c))
+        else:
+            ctx.emit(ops.MulConst((ctx.var(x),), out, c=c, divide=(kind == "Div")))
+        return
+    c = ctx.per_sample_const(ctx.const(x), y)
+    v = ctx.var(y)
+    if kind == "Add":
+        ctx.emit(ops.AddConst((v,), out, c=c))
+    elif kind == "Mul":
+        ctx.emit(ops.MulConst((v,), out, c=c))
+    elif kind == "Sub":
+        neg = ctx.emit(ops.MulConst((v,), ctx.out_name(0, "_neg"), c=np.float64(-1.0)))
+        ctx.emit(ops.AddConst((neg,), out, c=c))
+    else:
+        raise ctx.unsupported("Div of a constant by a variable tensor")
+
+
+@handles("Add")
+def _add(ctx, node):
+    _binary(ctx, node, "Add")
+
+
+@handles("Sub")
+def _sub(ctx, node):
+    _binary(ctx, node, "Sub")
+
+
+@handles("Mul")
+def _mul(ctx, node):
+    _binary(ctx, node, "Mul")
+
+
+@handles("Div")
+def _div(ctx, node):
+    _binary(ctx, node, "Div")
+
+
+@handles("Relu")
+def _relu(ctx, node):
+    ctx.emit(ops.Relu((ctx.var(node.input[0]),), ctx.out_name()))
+
+
+@handles("Clip")
+def _clip(ctx, node):
+    lo, hi = attr(node, "min", -np.inf), attr(node, "max", np.inf)  # opset < 11
+    if len(node.input) > 1 and node.input[1]:
+        lo = float(ctx.const(node.input[1]))
+    if len(node.input) > 2 and node.input[2]:
+        hi = float(ctx.const(node.input[2]))
+    ctx.emit(ops.Clip((ctx.var(node.input[0]),), ctx.out_name(), lo=float(lo), hi=float(hi)))
+
+
+@handles("Round", "Floor", "Ceil")
+def _round(ctx, node):
+    mode = {"Round": "half_even", "Floor": "floor", "Ceil": "ceil"}[node.op_type]
+    ctx.emit(ops.Round((ctx.var(node.input[0]),), ctx.out_name(), mode=mode))
+
+
+@handles("Flatten")
+def _flatten(ctx, node):
+    x = ctx.var(node.input[0])
+    shape = ctx.shape(x)
+    axis = attr(node, "axis", 1)
+    axis = axis + len(shape) + 1 if axis < 0 else axis
+    if axis == 0 or int(np.prod(shape[: axis - 1], dtype=np.int64)) != 1:
+        raise ctx.unsupported(f"Flatten with axis={axis} would merge the batch axis")
+    ctx.emit(ops.Reshape((x,), ctx.out_name(), shape=(int(np.prod(shape, dtype=np.int64)),)))
+
+
+@handles("Reshape")
+def _reshape(ctx, node):
+    x = ctx.var(node.input[0])
+    shape = ctx.shape(x)
+    target = [int(t) for t in ctx.const(node.input[1]).reshape(-1)]
+    if not target or target[0] not in (1, -1, 0):
+        raise ctx.unsupported(f"Reshape to {target}: the first axis must stay the batch axis")
+    rest = [shape[i] if t == 0 and i < len(shape) else t for i, t in enumerate(target[1:])]
+    if rest.count(-1) == 1:
+        known = int(np.prod([t for t in rest if t != -1], dtype=np.int64))
+        rest[rest.index(-1)] = int(np.prod(shape, dtype=np.int64)) // max(known, 1)
+    if int(np.prod(rest, dtype=np.int64)) != int(np.prod(shape, dtype=np.int64)):
+        raise ctx.unsupported(f"Reshape of per-sample shape {list(shape)} to {target}")
+    ctx.emit(ops.Reshape((x,), ctx.out_name(), shape=tuple(rest)))
+
+
+@handles("Concat")
+def _concat(ctx, node):
+    names = [ctx.var(n) for n in node.input]
+    rank = len(ctx.shape(names[0])) + 1
+    axis = attr(node, "axis")
+    axis = axis + rank if axis < 0 else axis
+    if axis == 0:
+        raise ctx.unsupported("Concat along the batch axis")
+    ctx.emit(ops.Concat(tuple(names), ctx.out_name(), axis=axis))
+
+
+@handles("Cast")
+def _cast(ctx, node):
+    x = ctx.var(node.input[0])
+    to = attr(node, "to")
+    tag = ctx.tags.get(node.input[0])
+    if to in FLOAT_TYPES:
+        if tag is None:
+            ctx.bind(node.output[0], x)
+            return
+        # integer code q = r/s + z of a quantized tensor becomes a float value
+        ctx.bind(node.output[0], integer_code(ctx, x, tag, node.output[0]))
+        return
+    if to not in INT_RANGES:
+        raise ctx.unsupported(f"Cast to data type {to}")
+    lo, hi = INT_RANGES[to]
+    if tag is not None:  # integer → integer: same value, new range
+        ctx.tags[node.output[0]] = QTag(tag.scale, tag.zero_point, float(lo), float(hi))
+        ctx.bind(node.output[0], x)
+        return
+    # float → int truncates toward zero (out-of-range values are undefined in ONNX)
+    ctx.emit(ops.Round((x,), ctx.out_name(), mode="toward_zero"),
+             tag=QTag(np.float64(1.0), np.float64(0.0), float(lo), float(hi)))
+
+
+def integer_code(ctx: LoadContext, x: str, tag: QTag, out: str) -> str:
+    """Emit ops turning the real value ``r`` of tagged tensor ``x`` into its code ``r/s + z``."""
+    cur = x
+    if not np.all(tag.scale == 1.0):
+        cur = ctx.emit(ops.MulConst((cur,), ctx.fresh(out + "_descale"), c=tag.scale, divide=True))
+    if np.any(tag.zero_point != 0.0):
+        cur = ctx.emit(ops.AddConst((cur,), ctx.fresh(out + "_zp"), c=tag.zero_point))
+    return cur

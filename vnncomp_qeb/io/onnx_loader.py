@@ -1,0 +1,154 @@
+"""ONNX file → graph IR."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from vnncomp_qeb.errors import ModelError
+from vnncomp_qeb.io import onnx_float_ops, onnx_quant_ops  # noqa: F401  (register handlers)
+from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, HANDLERS, LoadContext, attr
+from vnncomp_qeb.io.onnx_quant_ops import dequantize_const
+from vnncomp_qeb.ir import ops
+from vnncomp_qeb.ir.graph import Graph
+
+# Ops evaluated on constants by onnx's reference implementation when all their inputs are known.
+_FOLDABLE = {"Constant", "Cast", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Add", "Sub",
+             "Mul", "Div", "Identity", "Concat", "Flatten", "Neg", "Shape", "Gather", "Slice"}
+
+
+def read_model(path: str) -> onnx.ModelProto:
+    """Read an ONNX model from ``path`` (``.gz`` compressed or not), with clear errors."""
+    if not os.path.isfile(path):
+        raise ModelError("file not found", path=path)
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+        model = onnx.load_model_from_string(data)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ModelError(f"cannot read file ({exc})", path=path) from exc
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ModelError(f"not a valid ONNX model ({type(exc).__name__}: {exc})", path=path) from exc
+    if not model.graph.node:
+        raise ModelError("not a valid ONNX model (the graph has no nodes)", path=path)
+    return model
+
+
+def load_onnx(path: str, name: str | None = None) -> Graph:
+    """Load the ONNX model at ``path`` as an IR graph; raises :class:`ModelError`."""
+    return model_to_graph(read_model(path), path, name)
+
+
+def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | None = None) -> Graph:
+    """Translate a loaded ModelProto into the IR."""
+    ctx = LoadContext(path)
+    g = model.graph
+    for init in g.initializer:
+        ctx.constants[init.name] = numpy_helper.to_array(init)
+    for sparse in g.sparse_initializer:
+        ctx.constants[sparse.values.name] = numpy_helper.to_array(sparse)
+    input_name, input_shape = _graph_input(g, ctx, path)
+    ctx.samples[input_name] = np.zeros((1,) + input_shape)
+
+    for node in g.node:
+        ctx.node = node
+        _translate(ctx, node)
+    ctx.node = None
+
+    outputs = []
+    for out in g.output:
+        ir_name = ctx.resolve(out.name)
+        if ir_name in ctx.constants:
+            raise ModelError(f"output '{out.name}' is a constant", path=path)
+        if ir_name not in ctx.samples:
+            raise ModelError(f"output '{out.name}' is not computed by any node", path=path)
+        if out.name in ctx.tags:  # the file outputs integer codes, not real values
+            ir_name = onnx_float_ops.integer_code(ctx, ir_name, ctx.tags[out.name], out.name)
+        outputs.append(ir_name)
+    graph_ops = fuse_affine_bias(ctx.ops, outputs)
+    return Graph(input_name, input_shape, graph_ops, outputs, name=name or os.path.basename(path))
+
+
+def _graph_input(g: onnx.GraphProto, ctx: LoadContext, path: str) -> tuple[str, tuple[int, ...]]:
+    """The one variable input (old opsets list initializers as inputs too) and its per-sample shape."""
+    variables = [i for i in g.input if i.name not in ctx.constants]
+    if len(variables) != 1:
+        raise ModelError(f"expected one input tensor, found {len(variables)}: "
+                         f"{[i.name for i in variables]}", path=path)
+    inp = variables[0]
+    ttype = inp.type.tensor_type
+    if ttype.elem_type not in FLOAT_TYPES:
+        raise ModelError(f"input '{inp.name}' has data type "
+                         f"{onnx.TensorProto.DataType.Name(ttype.elem_type)}; only float inputs are supported",
+                         path=path)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
+    per_sample = dims[1:] if len(dims) >= 2 else dims
+    if not dims or any(d is None or d <= 0 for d in per_sample):
+        raise ModelError(f"input '{inp.name}' must have a static shape, got {dims}", path=path)
+    return inp.name, tuple(int(d) for d in per_sample)
+
+
+def _translate(ctx: LoadContext, node: onnx.NodeProto) -> None:
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain + "."
+    key = domain + node.op_type
+    inputs = [n for n in node.input if n]
+    if all(ctx.is_const(n) for n in inputs) and (key in _FOLDABLE or key == "DequantizeLinear"):
+        _fold(ctx, node)
+        return
+    handler = HANDLERS.get(key)
+    if handler is None:
+        raise ctx.unsupported("operator not supported")
+    handler(ctx, node)
+
+
+def _fold(ctx: LoadContext, node: onnx.NodeProto) -> None:
+    """Evaluate a node whose inputs are all constants."""
+    if node.op_type == "DequantizeLinear":  # exact, in float64
+        zp = ctx.const(node.input[2]) if len(node.input) > 2 and node.input[2] else 0
+        ctx.constants[node.output[0]] = dequantize_const(
+            ctx.const(node.input[0]), ctx.const(node.input[1]), zp, attr(node, "axis", 1))
+        return
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {n: ctx.const(n) for n in node.input if n}
+    try:
+        results = ReferenceEvaluator(node).run(None, feeds)
+    except Exception as exc:
+        raise ctx.unsupported(f"cannot evaluate on constants ({exc})") from exc
+    for name, value in zip(node.output, results):
+        ctx.constants[name] = np.asarray(value)
+
+
+def fuse_affine_bias(op_list: list[ops.Op], outputs: list[str]) -> list[ops.Op]:
+    """Fold ``AddConst`` into the ``Affine`` before it when the constant is a per-output bias
+    (MatMul followed by Add): fewer ops, same function."""
+    readers: dict[str, int] = {}
+    for op in op_list:
+        for n in op.inputs:
+            readers[n] = readers.get(n, 0) + 1
+    by_output = {op.output: op for op in op_list}
+    fused: list[ops.Op] = []
+    dropped: set[int] = set()
+    for op in op_list:
+        prev = by_output.get(op.inputs[0]) if op.inputs else None
+        if (isinstance(op, ops.AddConst) and isinstance(prev, ops.Affine)
+                and readers.get(prev.output) == 1 and prev.output not in outputs
+                and np.ndim(op.c) <= 1 and np.size(op.c) in (1, prev.W.shape[1])):
+            bias = np.broadcast_to(np.asarray(op.c, dtype=np.float64), (prev.W.shape[1],))
+            new = ops.Affine(prev.inputs, op.output, W=prev.W,
+                             b=bias.copy() if prev.b is None else prev.b + bias,
+                             source=f"{prev.source} + {op.source}")
+            dropped.add(id(prev))
+            fused[fused.index(prev)] = new
+            by_output[op.output] = new
+            continue
+        fused.append(op)
+    return fused

@@ -1,0 +1,226 @@
+"""Typed operations of the graph IR.
+
+Every tensor is real-valued and carries a leading batch axis: an op maps arrays of shape
+``(B, *shape)`` to ``(B, *shape')``. Integer ONNX tensors (the outputs of QuantizeLinear and the
+QOperator kernels) are represented by their dequantized real value; every quantization form is
+normalised to :class:`FakeQuant`. ``forward`` is the exact reference semantics in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ROUNDING_MODES = ("half_even", "half_up", "half_away", "floor", "ceil", "toward_zero")
+
+
+def round_with(mode: str, x: np.ndarray) -> np.ndarray:
+    """Round ``x`` to integers with the named rounding mode (all modes are monotone)."""
+    if mode == "half_even":
+        return np.rint(x)
+    if mode == "half_up":
+        return np.floor(x + 0.5)
+    if mode == "half_away":
+        return np.sign(x) * np.floor(np.abs(x) + 0.5)
+    if mode == "floor":
+        return np.floor(x)
+    if mode == "ceil":
+        return np.ceil(x)
+    if mode == "toward_zero":
+        return np.trunc(x)
+    raise ValueError(f"unknown rounding mode {mode!r}")
+
+
+@dataclass(eq=False)
+class Op:
+    """Base op: named input tensors, one named output tensor, the ONNX node it came from."""
+
+    inputs: tuple[str, ...]
+    output: str
+    source: str = field(default="", kw_only=True)
+
+    kind = "op"
+
+    def forward(self, *xs: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One-line human summary of the parameters."""
+        return ""
+
+
+@dataclass(eq=False)
+class Affine(Op):
+    """``y = x @ W + b`` over the last axis; W has shape (in, out)."""
+
+    W: np.ndarray = None
+    b: np.ndarray | None = None
+    kind = "Affine"
+
+    def forward(self, x):
+        y = x @ self.W
+        return y if self.b is None else y + self.b
+
+    def describe(self):
+        return f"{self.W.shape[0]}->{self.W.shape[1]}" + ("" if self.b is None else " +b")
+
+
+@dataclass(eq=False)
+class AddConst(Op):
+    """``y = x + c`` with a broadcast constant."""
+
+    c: np.ndarray = None
+    kind = "AddConst"
+
+    def forward(self, x):
+        return x + self.c
+
+    def describe(self):
+        return f"c{list(np.shape(self.c))}"
+
+
+@dataclass(eq=False)
+class MulConst(Op):
+    """``y = x * c`` (or ``x / c`` when ``divide``, kept apart because x/c ≠ x*(1/c) in floats)."""
+
+    c: np.ndarray = None
+    divide: bool = False
+    kind = "MulConst"
+
+    def forward(self, x):
+        return x / self.c if self.divide else x * self.c
+
+    def describe(self):
+        return ("/" if self.divide else "*") + f"c{list(np.shape(self.c))}"
+
+
+@dataclass(eq=False)
+class Add(Op):
+    """Sum of two variable tensors."""
+
+    kind = "Add"
+
+    def forward(self, a, b):
+        return a + b
+
+
+@dataclass(eq=False)
+class Sub(Op):
+    """Difference of two variable tensors (the heart of a difference model)."""
+
+    kind = "Sub"
+
+    def forward(self, a, b):
+        return a - b
+
+
+@dataclass(eq=False)
+class Relu(Op):
+    kind = "Relu"
+
+    def forward(self, x):
+        return np.maximum(x, 0.0)
+
+
+@dataclass(eq=False)
+class Clip(Op):
+    """Clamp to [lo, hi]; either bound may be -inf / +inf."""
+
+    lo: float = -np.inf
+    hi: float = np.inf
+    kind = "Clip"
+
+    def forward(self, x):
+        return np.clip(x, self.lo, self.hi)
+
+    def describe(self):
+        return f"[{self.lo}, {self.hi}]"
+
+
+@dataclass(eq=False)
+class Round(Op):
+    """Elementwise rounding to integers (ONNX Round, Floor, Ceil, float→int Cast)."""
+
+    mode: str = "half_even"
+    kind = "Round"
+
+    def forward(self, x):
+        return round_with(self.mode, x)
+
+    def describe(self):
+        return self.mode
+
+
+@dataclass(eq=False)
+class FakeQuant(Op):
+    """``s·(clamp(round(x/s) + z, qmin, qmax) − z)``: the one normal form of quantization.
+
+    ``scale`` and ``zero_point`` broadcast against the per-sample shape (per-tensor: scalars;
+    per-axis: shaped so that the axis lines up). ``qmin``/``qmax`` are the integer range.
+    """
+
+    scale: np.ndarray = None
+    zero_point: np.ndarray = None
+    qmin: float = -128.0
+    qmax: float = 127.0
+    mode: str = "half_even"
+    kind = "FakeQuant"
+
+    def integer(self, x: np.ndarray) -> np.ndarray:
+        """The integer code ``clamp(round(x/s) + z)`` that the quantized tensor holds."""
+        return np.clip(round_with(self.mode, x / self.scale) + self.zero_point, self.qmin, self.qmax)
+
+    def forward(self, x):
+        return self.scale * (self.integer(x) - self.zero_point)
+
+    def describe(self):
+        s = np.asarray(self.scale)
+        sc = f"s={float(s):.6g}" if s.size == 1 else f"s[{s.size}]"
+        z = np.asarray(self.zero_point)
+        zp = f"z={float(z):g}" if z.size == 1 else f"z[{z.size}]"
+        return f"{sc} {zp} [{self.qmin:g},{self.qmax:g}] {self.mode}"
+
+
+@dataclass(eq=False)
+class Reshape(Op):
+    """Reshape the per-sample part of the tensor (the batch axis is kept)."""
+
+    shape: tuple[int, ...] = ()
+    kind = "Reshape"
+
+    def forward(self, x):
+        return x.reshape((x.shape[0],) + tuple(self.shape))
+
+    def describe(self):
+        return str(list(self.shape))
+
+
+@dataclass(eq=False)
+class Concat(Op):
+    """Concatenate along a per-sample axis (``axis`` counts the batch axis, as in ONNX)."""
+
+    axis: int = 1
+    kind = "Concat"
+
+    def forward(self, *xs):
+        return np.concatenate(xs, axis=self.axis)
+
+    def describe(self):
+        return f"axis={self.axis}"
+
+
+@dataclass(eq=False)
+class Gather(Op):
+    """Pick flat per-sample elements by index (used to tie the inputs of several networks)."""
+
+    indices: np.ndarray = None
+    shape: tuple[int, ...] = ()
+    kind = "Gather"
+
+    def forward(self, x):
+        flat = x.reshape(x.shape[0], -1)[:, self.indices]
+        return flat.reshape((x.shape[0],) + tuple(self.shape))
+
+
+LINEAR_KINDS = (Affine, AddConst, MulConst, Add, Sub, Reshape, Concat, Gather)

@@ -1,0 +1,1 @@
+"""Falsification: finding inputs that violate the property."""
