@@ -1,0 +1,114 @@
+"""Interval bound propagation over the IR, batched over boxes, sound for float32 execution.
+
+Every bound encloses both the exact real value and what onnxruntime computes in float32:
+arithmetic ops are widened by the standard rounding-error bound (γ_n = n·u for an n-term dot
+product, u = 2^-24, taken as 2^-23 to also cover our own float64 arithmetic), and every rounding
+step (FakeQuant, Round) is applied to an input interval widened by a relative 2^-21 and an
+absolute 1e-4 of an integer step, so ties and the fused kernels' float32 multiplier
+(DESIGN §2.4) can round either way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vnncomp_qeb.ir import ops
+from vnncomp_qeb.ir.graph import Graph
+
+U = 2.0**-23  # relative error per float32 operation (u = 2^-24), doubled for our own float64 work
+TINY = 1e-30  # absolute floor: covers underflow to subnormals
+ROUND_REL = 2.0**-21
+ROUND_ABS = 1e-4  # in units of the integer grid: widened ties
+
+
+def _widen(lo: np.ndarray, hi: np.ndarray, err: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    return lo - err, hi + err
+
+
+def _mag(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.maximum(np.abs(lo), np.abs(hi))
+
+
+def _affine(op: ops.Affine, lo, hi):
+    c = (lo + hi) / 2
+    r = (hi - lo) / 2
+    absW = np.abs(op.W)
+    yc = c @ op.W
+    yr = r @ absW
+    mag = _mag(lo, hi) @ absW
+    if op.b is not None:
+        yc = yc + op.b
+        mag = mag + np.abs(op.b)
+    n = op.W.shape[0] + 2
+    err = n * U * mag + TINY * n
+    return _widen(yc - yr, yc + yr, err)
+
+
+def _scale(lo, hi, c, divide: bool):
+    a = lo / c if divide else lo * c
+    b = hi / c if divide else hi * c
+    out_lo, out_hi = np.minimum(a, b), np.maximum(a, b)
+    return _widen(out_lo, out_hi, U * _mag(out_lo, out_hi) + TINY)
+
+
+def _round_interval(mode: str, lo, hi):
+    """Round both ends after widening: rounding is monotone, ties may fall either way."""
+    lo = lo - (np.abs(lo) * ROUND_REL + ROUND_ABS)
+    hi = hi + (np.abs(hi) * ROUND_REL + ROUND_ABS)
+    return ops.round_with(mode, lo), ops.round_with(mode, hi)
+
+
+def _fake_quant(op: ops.FakeQuant, lo, hi):
+    qlo, qhi = _round_interval(op.mode, lo / op.scale, hi / op.scale)
+    qlo = np.clip(qlo + op.zero_point, op.qmin, op.qmax)
+    qhi = np.clip(qhi + op.zero_point, op.qmin, op.qmax)
+    out_lo, out_hi = op.scale * (qlo - op.zero_point), op.scale * (qhi - op.zero_point)
+    return _widen(out_lo, out_hi, U * _mag(out_lo, out_hi))
+
+
+def propagate_op(op: ops.Op, bounds: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of ``op``'s output from the intervals of its inputs (batched)."""
+    if isinstance(op, ops.Affine):
+        return _affine(op, *bounds[0])
+    if isinstance(op, ops.AddConst):
+        lo, hi = bounds[0]
+        lo, hi = lo + op.c, hi + op.c
+        return _widen(lo, hi, U * _mag(lo, hi) + TINY)
+    if isinstance(op, ops.MulConst):
+        return _scale(*bounds[0], op.c, op.divide)
+    if isinstance(op, (ops.Add, ops.Sub)):
+        (alo, ahi), (blo, bhi) = bounds
+        lo, hi = (alo + blo, ahi + bhi) if isinstance(op, ops.Add) else (alo - bhi, ahi - blo)
+        return _widen(lo, hi, U * _mag(lo, hi) + TINY)
+    if isinstance(op, ops.FakeQuant):
+        return _fake_quant(op, *bounds[0])
+    if isinstance(op, ops.Round):
+        return _round_interval(op.mode, *bounds[0])
+    if isinstance(op, (ops.Relu, ops.Clip, ops.Reshape, ops.Gather)):  # monotone and exact
+        lo, hi = bounds[0]
+        return op.forward(lo), op.forward(hi)
+    if isinstance(op, ops.Concat):
+        return op.forward(*(b[0] for b in bounds)), op.forward(*(b[1] for b in bounds))
+    raise NotImplementedError(f"no interval rule for {op.kind}")
+
+
+def interval_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray,
+                    keep_all: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Bounds of the graph's tensors over a batch of boxes ``lower``/``upper`` of shape
+    (B, input_size); returns the outputs' bounds (every tensor's when ``keep_all``)."""
+    B = lower.shape[0]
+    shape = (B,) + tuple(graph.input_shape)
+    bounds = {graph.input_name: (np.asarray(lower, dtype=np.float64).reshape(shape),
+                                 np.asarray(upper, dtype=np.float64).reshape(shape))}
+    for op in graph.ops:
+        bounds[op.output] = propagate_op(op, [bounds[n] for n in op.inputs])
+    return bounds if keep_all else {o: bounds[o] for o in graph.outputs}
+
+
+def output_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of the flat output vector over a batch of boxes: two arrays (B, output_size)."""
+    b = interval_bounds(graph, lower, upper)
+    B = lower.shape[0]
+    lo = np.concatenate([b[o][0].reshape(B, -1) for o in graph.outputs], axis=1)
+    hi = np.concatenate([b[o][1].reshape(B, -1) for o in graph.outputs], axis=1)
+    return lo, hi

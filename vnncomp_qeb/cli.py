@@ -1,0 +1,159 @@
+"""Command line: ``vnncomp-qeb verify | inspect | check | twin``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+
+from vnncomp_qeb import __version__
+from vnncomp_qeb.errors import QebError
+from vnncomp_qeb.io.results import ERROR, SAT, write_result
+
+# Seconds kept back from the budget: the verdict is written and the process gone before the
+# harness's deadline.
+SAFETY_MARGIN_S = 1.0
+
+
+def _networks(args) -> dict[str, str] | str:
+    from vnncomp_qeb.io.instance import parse_network_arg
+
+    if args.network:
+        out = {}
+        for item in args.network:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise QebError(f"--network expects NAME=PATH, got {item!r}")
+            out[name] = path
+        return out
+    listed = parse_network_arg(args.model)
+    return listed if listed is not None else args.model
+
+
+def cmd_verify(args) -> int:
+    start = args.start_time if args.start_time is not None else time.time()
+    if args.network:  # 2.0 form: verify QUERY --network N=... ; one positional only
+        if args.spec is not None:
+            raise QebError("with --network give only the query file")
+        args.spec, args.model = args.model, None
+    if args.spec is None:
+        raise QebError("give MODEL.onnx SPEC.vnnlib, or QUERY.vnnlib with --network NAME=PATH")
+    try:
+        from vnncomp_qeb.io.instance import load_instance
+        from vnncomp_qeb.portfolio import verify
+
+        inst = load_instance(args.spec, _networks(args))
+        budget = args.timeout - (time.time() - start) - SAFETY_MARGIN_S - 0.02 * args.timeout
+        log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
+        outcome = verify(inst, budget, seed=args.seed, log=log)
+    except QebError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if args.results:
+            write_result(args.results, ERROR)
+        print(ERROR)
+        return 2
+    if args.results:
+        write_result(args.results, outcome.verdict, outcome.witness)
+    verdict = outcome.verdict
+    if args.vnnlib2_words and verdict == "timeout":
+        verdict = "timed-out"
+    print(verdict)
+    if outcome.verdict == SAT and outcome.witness:
+        print(outcome.witness)
+    print(f"{outcome.verdict} by {outcome.stage or '-'} in {time.time() - start:.2f}s"
+          f"{': ' + outcome.message if outcome.message else ''}", file=sys.stderr)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from vnncomp_qeb.io.onnx_loader import load_onnx
+    from vnncomp_qeb.ir.twin import find_twins
+
+    g = load_onnx(args.model)
+    print(g.describe())
+    twins = find_twins(g)
+    if not twins:
+        print("no twin: the graph is analysed as one network")
+    for t in twins:
+        print(t.describe())
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Replay the counterexample of a results file the way the organisers do."""
+    from vnncomp_qeb.io.instance import load_instance
+    from vnncomp_qeb.io.replay import replay
+    from vnncomp_qeb.io.results import read_counterexample
+
+    inst = load_instance(args.spec, _networks(args))
+    with open(args.results) as f:
+        verdict, _, body = f.read().partition("\n")
+    if verdict.strip() != SAT:
+        print(f"verdict is '{verdict.strip()}': nothing to replay")
+        return 0
+    r = replay(inst, read_counterexample(body, inst.spec))
+    print(f"{'confirmed' if r.ok else 'NOT confirmed'}: margin {r.margin:.6g} (case {r.case})")
+    return 0 if r.ok else 1
+
+
+def cmd_twin(args) -> int:
+    import onnx
+
+    from vnncomp_qeb.io.twin_writer import build_twin
+
+    onnx.save(build_twin(args.float_model, args.quant_model), args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vnncomp-qeb", description=__doc__)
+    p.add_argument("--version", action="version", version=f"vnncomp-qeb {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("verify", help="decide a property: sat / unsat / timeout / unknown / error")
+    v.add_argument("model", help="ONNX model (or a list literal of (name, path)), or with --network the query")
+    v.add_argument("spec", nargs="?", help="VNN-LIB property (1.0 or 2.0)")
+    v.add_argument("--network", action="append", metavar="NAME=PATH", help="network of a 2.0 query")
+    v.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    v.add_argument("--results", help="write the verdict and counterexample to this file")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--start-time", type=float, help="epoch seconds the budget started (harness use)")
+    v.add_argument("--vnnlib2-words", action="store_true", help="print 'timed-out' as VNN-LIB 2.0 tools do")
+    v.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    v.set_defaults(func=cmd_verify)
+
+    i = sub.add_parser("inspect", help="print the IR of a model and its twin pairing")
+    i.add_argument("model")
+    i.set_defaults(func=cmd_inspect)
+
+    c = sub.add_parser("check", help="replay a results file's counterexample with onnxruntime")
+    c.add_argument("model")
+    c.add_argument("spec")
+    c.add_argument("results")
+    c.add_argument("--network", action="append", metavar="NAME=PATH")
+    c.set_defaults(func=cmd_check)
+
+    t = sub.add_parser("twin", help="write the difference model N(X) - Q(X) of two ONNX files")
+    t.add_argument("float_model")
+    t.add_argument("quant_model")
+    t.add_argument("-o", "--output", required=True)
+    t.set_defaults(func=cmd_twin)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except QebError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception:  # a bug: say so, never a verdict
+        traceback.print_exc()
+        results = getattr(args, "results", None)
+        if results and not os.path.exists(results):
+            write_result(results, ERROR)
+        return 3

@@ -1,0 +1,85 @@
+"""An instance: the property plus the network file(s) it is about, as one joint IR graph."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+import numpy as np
+
+from vnncomp_qeb.errors import ModelError, QebError, SpecError
+from vnncomp_qeb.io.onnx_loader import load_onnx
+from vnncomp_qeb.io.vnnlib import load_spec
+from vnncomp_qeb.ir.compose import compose
+from vnncomp_qeb.ir.graph import Graph
+from vnncomp_qeb.spec import Spec
+
+
+@dataclass
+class Instance:
+    """``graph`` maps the flat joint input (spec.n_inputs) to the joint output (spec.n_outputs);
+    ``networks`` maps each network name to its original file, in the spec's order."""
+
+    spec: Spec
+    networks: dict[str, str]
+    graph: Graph
+
+
+def parse_network_arg(arg: str) -> dict[str, str] | None:
+    """The harness's network argument: a path, or a Python list literal of (name, path) pairs
+    for multi-network 2.0 instances. Returns None for a plain path."""
+    text = arg.strip()
+    if not text.startswith("["):
+        return None
+    try:
+        pairs = ast.literal_eval(text)
+        return {str(n): str(p) for n, p in pairs}
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise QebError(f"cannot read the network list {arg!r}: expected [('NAME', 'path.onnx'), ...]") from exc
+
+
+def load_instance(spec_path: str, networks: dict[str, str] | str) -> Instance:
+    """Load the spec and the networks; ``networks`` is one path (single-network property) or a
+    mapping from the spec's network names to paths."""
+    spec = load_spec(spec_path)
+    if isinstance(networks, str):
+        if len(spec.networks) != 1:
+            raise SpecError(f"the property declares {len(spec.networks)} networks "
+                            f"({', '.join(spec.networks)}); give one file per network", path=spec_path)
+        networks = {spec.networks[0]: networks}
+    missing = [n for n in spec.networks if n not in networks]
+    if missing:
+        raise QebError(f"no file given for network(s) {', '.join(missing)} declared in {spec_path}")
+    graphs = {n: load_onnx(networks[n], name=n) for n in spec.networks}
+    for n, g in graphs.items():
+        _check_sizes(spec, n, g, networks[n])
+    if spec.version == "1.0":
+        graph = graphs[spec.networks[0]]
+    else:
+        parts = []
+        for n in spec.networks:
+            (inp,) = spec.inputs_of(n) or (None,)
+            if inp is None:
+                raise SpecError(f"network '{n}' declares no input", path=spec_path)
+            parts.append((n, graphs[n], inp.index))
+        graph = compose(parts, spec.n_inputs)
+    return Instance(spec, {n: networks[n] for n in spec.networks}, graph)
+
+
+def _check_sizes(spec: Spec, name: str, g: Graph, path: str) -> None:
+    if spec.version == "1.0":
+        n_in, n_out = spec.n_inputs, spec.n_outputs
+    else:
+        ins, outs = spec.inputs_of(name), spec.outputs_of(name)
+        if len(ins) != 1:
+            raise SpecError(f"network '{name}' must declare exactly one input", path=spec.path)
+        n_in = ins[0].index.size
+        n_out = int(sum(v.index.size for v in outs))
+    if g.input_size != n_in:
+        raise ModelError(f"the model has {g.input_size} inputs but the property declares {n_in}", path=path)
+    if g.output_size != n_out:
+        raise ModelError(f"the model has {g.output_size} outputs but the property declares {n_out}", path=path)
+    if spec.version == "2.0":
+        order = np.concatenate([v.index for v in spec.outputs_of(name)])
+        if not np.array_equal(order, np.arange(order.min(), order.min() + order.size)):
+            raise SpecError(f"outputs of network '{name}' must be declared in order", path=spec.path)

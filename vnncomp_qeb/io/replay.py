@@ -1,0 +1,111 @@
+"""Replay a candidate counterexample with onnxruntime on the original file(s).
+
+This is the only judge of a ``sat``: the organisers cast the input to the model's input type,
+check it against the box, run onnxruntime on CPU with default options and test the outputs.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import onnx
+
+from vnncomp_qeb.io.instance import Instance
+
+_NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+             onnx.TensorProto.FLOAT16: np.float16}
+
+
+@dataclass
+class Replay:
+    """Outcome of a replay: ``ok`` when onnxruntime confirms the violation."""
+
+    ok: bool
+    x: np.ndarray  # the input as the model receives it (its own dtype), flat
+    y: np.ndarray  # the joint output onnxruntime computed, float64, flat
+    margin: float  # how far inside the unsafe set (best case/polytope); < 0 outside
+    case: int = -1
+
+
+@lru_cache(maxsize=16)
+def _session(path: str):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if path.endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    else:
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    return sess
+
+
+def model_input(path: str) -> tuple[str, list[int], type]:
+    """Name, shape (batch 1) and numpy dtype of the model's one real input."""
+    sess = _session(path)
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+    dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+             "tensor(float16)": np.float16}.get(inp.type, np.float32)
+    return inp.name, shape, dtype
+
+
+def run_onnx(path: str, x_flat: np.ndarray) -> np.ndarray:
+    """All outputs of the model at ``path`` on one flat input, flattened and concatenated."""
+    name, shape, dtype = model_input(path)
+    feed = {name: np.asarray(x_flat, dtype=dtype).reshape(shape)}
+    outs = _session(path).run(None, feed)
+    return np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outs])
+
+
+def snap_into_box(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, dtype=np.float32) -> np.ndarray | None:
+    """Cast ``x`` to ``dtype`` so that every element lies in [lower, upper] compared in float64;
+    None when the box holds no value of that type in some coordinate."""
+    x = np.clip(np.asarray(x, dtype=np.float64), lower, upper)
+    xt = x.astype(dtype)
+    low = xt.astype(np.float64) < lower
+    xt[low] = np.nextafter(xt[low], dtype(np.inf))
+    high = xt.astype(np.float64) > upper
+    xt[high] = np.nextafter(xt[high], dtype(-np.inf))
+    v = xt.astype(np.float64)
+    if np.any(v < lower) or np.any(v > upper):
+        return None
+    return xt
+
+
+def replay(inst: Instance, x: np.ndarray) -> Replay:
+    """Cast, box-check and run the candidate ``x`` (flat joint input) through onnxruntime."""
+    spec = inst.spec
+    dtype = model_input(next(iter(inst.networks.values())))[2]
+    best = Replay(False, np.asarray(x, dtype=dtype), np.full(spec.n_outputs, np.nan), -np.inf)
+    for ci, case in enumerate(spec.cases):
+        xt = snap_into_box(x, case.lower, case.upper, dtype)
+        if xt is None:
+            continue
+        y = joint_output(inst, xt)
+        margin = float(case.margin(y[None])[0])
+        ok = bool(case.unsafe(y[None])[0])
+        if ok or margin > best.margin:
+            best = Replay(ok, xt, y, margin, ci)
+        if ok:
+            break
+    return best
+
+
+def joint_output(inst: Instance, x: np.ndarray) -> np.ndarray:
+    """The joint output vector of all networks on the joint input ``x``, via onnxruntime."""
+    spec = inst.spec
+    if spec.version == "1.0":
+        return run_onnx(inst.networks[spec.networks[0]], x)
+    y = np.empty(spec.n_outputs)
+    for name, path in inst.networks.items():
+        (inp,) = spec.inputs_of(name)
+        out = run_onnx(path, np.asarray(x)[inp.index])
+        idx = np.concatenate([v.index for v in spec.outputs_of(name)])
+        y[idx] = out
+    return y

@@ -1,0 +1,42 @@
+"""Read a VNN-LIB file of either version (``.gz`` too) into a :class:`Spec`."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+
+from vnncomp_qeb.errors import SpecError
+from vnncomp_qeb.io.vnnlib1 import read_vnnlib1
+from vnncomp_qeb.io.vnnlib2 import read_vnnlib2
+from vnncomp_qeb.spec import Spec
+
+_V2 = re.compile(r"^\s*\((vnnlib-version|declare-network)\b", re.MULTILINE)
+
+
+def read_text(path: str) -> str:
+    """The text of a (possibly gzip-compressed) file, with clear errors."""
+    if not os.path.isfile(path):
+        raise SpecError("file not found", path=path)
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                return f.read()
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+        raise SpecError(f"cannot read file ({exc})", path=path) from exc
+
+
+def load_spec(path: str) -> Spec:
+    """Parse the VNN-LIB file at ``path``; the version is detected from its content."""
+    text = read_text(path)
+    return parse_spec(text, path)
+
+
+def parse_spec(text: str, path: str = "<string>") -> Spec:
+    """Parse VNN-LIB text of either version."""
+    spec = read_vnnlib2(text, path) if _V2.search(text) else read_vnnlib1(text, path)
+    if not spec.n_inputs:
+        raise SpecError("no input variables are declared", path=path)
+    return spec

@@ -1,0 +1,184 @@
+"""VNN-LIB 2.0 reader on top of the reference parser (PyPI ``vnnlib``), into a :class:`Spec`.
+
+Several networks may be declared. Inputs tied by ``==`` (e.g. ``(== X[0,i] XQ[0,i])``) share one
+position of the joint input vector; outputs of all networks are concatenated in declaration order.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import vnnlib
+
+from vnncomp_qeb.errors import SpecError
+from vnncomp_qeb.io.spec_builder import Clause, LinAtom, clauses_to_cases, conjoin
+from vnncomp_qeb.spec import Spec, Variable
+
+_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64", "BF16": "bfloat16"}
+_OPS = {vnnlib.LessEqual: ("<=", False), vnnlib.LessThan: ("<=", True),
+        vnnlib.GreaterEqual: (">=", False), vnnlib.GreaterThan: (">=", True),
+        vnnlib.Equal: ("==", False), vnnlib.NotEqual: ("!=", False)}
+
+
+def _parse(text: str, path: str):
+    try:
+        return vnnlib.parse_query_string(text)
+    except vnnlib.VNNLibException as exc:
+        line, msg = None, str(exc)
+        try:
+            first = json.loads(str(exc))["errors"][0]
+            line = first.get("line")
+            sym = f" '{first['offendingSymbol']}'" if first.get("offendingSymbol") else ""
+            msg = f"{first.get('message', 'error')}{sym}" + (f" ({first['hint']})" if first.get("hint") else "")
+        except (ValueError, KeyError, IndexError, TypeError):
+            pass
+        raise SpecError(msg, path=path, line=line) from None
+
+
+class _Layout:
+    """Flat element numbering of every declared input/output element."""
+
+    def __init__(self, query, path: str):
+        self.path = path
+        self.decls = []  # (name, network, kind, shape, dtype, first flat element id)
+        self.start: dict[str, int] = {}
+        total = 0
+        for net in query.networks:
+            if len(net.hidden):
+                raise SpecError(f"network '{net.name}': hidden-node variables are not supported", path=path)
+            for kind, defs in (("input", net.inputs), ("output", net.outputs)):
+                for d in defs:
+                    shape = tuple(int(s) for s in d.shape)
+                    dtype = _DTYPES.get(str(d.dtype).split(".")[-1], str(d.dtype).split(".")[-1].lower())
+                    self.decls.append((d.name, net.name, kind, shape, dtype, total))
+                    self.start[d.name] = total
+                    total += int(np.prod(shape, dtype=np.int64)) if shape else 1
+        self.kind = {name: kind for name, _, kind, *_ in self.decls}
+        self.shape = {name: shape for name, _, _, shape, *_ in self.decls}
+        self.total = total
+
+    def element(self, var) -> int:
+        shape = self.shape[var.name]
+        idx = tuple(int(i) for i in var.indices)
+        if not shape:
+            return self.start[var.name]
+        if len(idx) != len(shape) or any(i < 0 or i >= s for i, s in zip(idx, shape)):
+            raise SpecError(f"index {list(idx)} out of range for {var.name} of shape {list(shape)}",
+                            path=self.path, line=var.line)
+        return self.start[var.name] + int(np.ravel_multi_index(idx, shape))
+
+
+def _comparisons(query, layout: _Layout, path: str) -> list[list[list[tuple]]]:
+    """Per assertion, its DNF as lists of (coeffs by element id, const, op, strict, line)."""
+    out = []
+    for assertion in query.assertions:
+        dnf = []
+        for conj in assertion.expr.to_dnf():
+            clause = []
+            for cmp in conj:
+                op, strict = _OPS[type(cmp)]
+                coeffs: dict[int, float] = {}
+                const = 0.0
+                line = None
+                for side, sign in ((cmp.lhs, 1.0), (cmp.rhs, -1.0)):
+                    lin = side.to_linear_expr()
+                    const += sign * lin.constant
+                    for t in lin.terms:
+                        e = layout.element(t.var)
+                        coeffs[e] = coeffs.get(e, 0.0) + sign * t.coeff
+                        line = line or t.var.line
+                if op == "!=":
+                    raise SpecError("'!=' is not supported in properties", path=path, line=line)
+                clause.append((coeffs, const, op, strict, line))
+            dnf.append(clause)
+        out.append(dnf)
+    return out
+
+
+def _ties(clause, layout: _Layout) -> frozenset:
+    """Input equalities ``a == b`` between two input elements in a clause."""
+    ties = set()
+    for coeffs, const, op, _, _ in clause:
+        nz = {e: c for e, c in coeffs.items() if c != 0}
+        if (op == "==" and const == 0 and len(nz) == 2 and sorted(nz.values()) == [-1.0, 1.0]
+                and all(layout_kind(layout, e) == "input" for e in nz)):
+            ties.add(tuple(sorted(nz)))
+    return frozenset(ties)
+
+
+def layout_kind(layout: _Layout, element: int) -> str:
+    for name, _, kind, shape, _, start in layout.decls:
+        if start <= element < start + (int(np.prod(shape, dtype=np.int64)) if shape else 1):
+            return kind
+    raise KeyError(element)
+
+
+def read_vnnlib2(text: str, path: str = "<string>") -> Spec:
+    """Parse VNN-LIB 2.0 text; raises :class:`SpecError` naming the line of a problem."""
+    query = _parse(text, path)
+    layout = _Layout(query, path)
+    clauses = conjoin(_comparisons(query, layout, path), path)
+    tie_sets = {_ties(c, layout) for c in clauses}
+    if len(tie_sets) > 1:
+        raise SpecError("input ties (==) must hold in every disjunct", path=path)
+    ties = next(iter(tie_sets)) if tie_sets else frozenset()
+
+    # union-find over input elements: each class is one position of the joint input vector
+    parent: dict[int, int] = {}
+
+    def find(e: int) -> int:
+        while parent.get(e, e) != e:
+            e = parent[e]
+        return e
+
+    for a, b in sorted(ties):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    input_pos: dict[int, int] = {}
+    output_pos: dict[int, int] = {}
+    variables = []
+    for name, net, kind, shape, dtype, start in layout.decls:
+        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        pos = input_pos if kind == "input" else output_pos
+        index = []
+        for e in range(start, start + n):
+            root = find(e) if kind == "input" else e
+            if root not in pos:
+                pos[root] = len(pos)
+            index.append(pos[root])
+        variables.append(Variable(name, net, kind, shape, dtype, np.array(index, dtype=np.int64)))
+
+    def joint(e: int) -> tuple[str, int]:
+        return ("input", input_pos[find(e)]) if layout_kind(layout, e) == "input" else ("output", output_pos[e])
+
+    atoms_per_clause: list[Clause] = []
+    for clause in clauses:
+        atoms = []
+        for coeffs, const, op, strict, line in clause:
+            nz = {e: c for e, c in coeffs.items() if c != 0}
+            if op == "==" and len(nz) == 2 and const == 0 and all(layout_kind(layout, e) == "input" for e in nz):
+                continue  # a tie, already folded into the layout
+            lin: dict[tuple[str, int], float] = {}
+            for e, c in nz.items():
+                key = joint(e)
+                lin[key] = lin.get(key, 0.0) + c
+            sign = -1.0 if op == ">=" else 1.0
+            atom = LinAtom({k: sign * c for k, c in lin.items()}, sign * const, strict, line)
+            atoms.extend([atom, atom.negated_sides()] if op == "==" else [atom])
+        atoms_per_clause.append(atoms)
+    names = {v: k for k, v in input_pos.items()}
+    label = lambda i: _element_name(layout, names[i])  # noqa: E731
+    cases = clauses_to_cases(atoms_per_clause, len(input_pos), len(output_pos), path, input_label=label)
+    networks = list(dict.fromkeys(net.name for net in query.networks))
+    return Spec(cases, len(input_pos), len(output_pos), variables, version="2.0", path=path, networks=networks)
+
+
+def _element_name(layout: _Layout, element: int) -> str:
+    for name, _, _, shape, _, start in layout.decls:
+        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if start <= element < start + n:
+            idx = np.unravel_index(element - start, shape) if shape else ()
+            return f"{name}[{','.join(str(int(i)) for i in idx)}]"
+    return str(element)
