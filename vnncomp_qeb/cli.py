@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--start-time", type=float, help="epoch seconds the budget started (harness use)")
     v.add_argument("--vnnlib2-words", action="store_true", help="print 'timed-out' as VNN-LIB 2.0 tools do")
     v.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    v.add_argument("--category", default="", help="benchmark category (harness use; informational)")
     v.set_defaults(func=cmd_verify)
 
     i = sub.add_parser("inspect", help="print the IR of a model and its twin pairing")

@@ -19,12 +19,14 @@ def _variable_input(model: onnx.ModelProto, path: str) -> onnx.ValueInfoProto:
     return ins[0]
 
 
-def _strip_initializer_inputs(model: onnx.ModelProto) -> None:
-    """Old exporters list initializers as graph inputs; a merged graph must not."""
+def strip_initializer_inputs(model: onnx.ModelProto) -> None:
+    """Old exporters (IR < 4) list initializers as graph inputs; drop them from the inputs and
+    raise the IR version to 4, where that is allowed."""
     inits = {i.name for i in model.graph.initializer}
     keep = [i for i in model.graph.input if i.name not in inits]
     del model.graph.input[:]
     model.graph.input.extend(keep)
+    model.ir_version = max(model.ir_version, 4)
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -41,7 +43,7 @@ def build_twin(float_path: str, quant_path: str) -> onnx.ModelProto:
         m = raw[path]
         if len(m.graph.output) != 1:
             raise ModelError(f"expected one output, found {len(m.graph.output)}", path=path)
-        _strip_initializer_inputs(m)
+        strip_initializer_inputs(m)
         if _default_opset(m) != target:  # same opset for both, with node semantics converted
             try:
                 m = version_converter.convert_version(m, target)
