@@ -18,6 +18,7 @@ from vnncomp_qeb.analysis.spec_check import case_excluded
 from vnncomp_qeb.io.instance import Instance
 from vnncomp_qeb.io.replay import Replay, replay
 from vnncomp_qeb.io.results import SAT, TIMEOUT, UNKNOWN, UNSAT, counterexample
+from vnncomp_qeb.search.domains import domain_for
 from vnncomp_qeb.search.sampling import best_candidates, box_points
 from vnncomp_qeb.spec import Case
 
@@ -77,8 +78,8 @@ class _Run:
 
     def prove_case(self, case: Case) -> Outcome | None:
         """Interval branch and bound on one case; None when the case is proven safe."""
-        width0 = np.where(case.upper > case.lower, case.upper - case.lower, 1.0)
-        stack = [(case.lower[None].copy(), case.upper[None].copy())]
+        domain = domain_for(self.inst.graph)
+        stack = [domain.initial(case)]
         stuck = 0
         while stack:
             if self.out_of_time():
@@ -88,12 +89,12 @@ class _Run:
                 stack.append((L[BATCH:], U[BATCH:]))
                 L, U = L[:BATCH], U[:BATCH]
             self.boxes += L.shape[0]
-            lo, hi = output_bounds(self.inst.graph, L, U)
+            lo, hi = output_bounds(domain.graph, L, U)
             open_ = ~case_excluded(case, lo, hi)
             if not open_.any():
                 continue
             L, U = L[open_], U[open_]
-            found = self.try_points(case, (L + U) / 2, "branch-and-bound")
+            found = self.try_points(case, domain.to_input((L + U) / 2, case), "branch-and-bound")
             if found:
                 return found
             points = np.all(U <= L, axis=1)
@@ -101,13 +102,7 @@ class _Run:
             L, U = L[~points], U[~points]
             if L.shape[0] == 0:
                 continue
-            dim = np.argmax((U - L) / width0, axis=1)
-            rows = np.arange(L.shape[0])
-            mid = (L[rows, dim] + U[rows, dim]) / 2
-            U_left, L_right = U.copy(), L.copy()
-            U_left[rows, dim] = mid
-            L_right[rows, dim] = mid
-            stack.append((np.vstack([L, L_right]), np.vstack([U_left, U])))
+            stack.append(domain.split(L, U))
             if sum(s[0].shape[0] for s in stack) > MAX_BOXES:
                 return Outcome(UNKNOWN, stage="branch-and-bound", message="too many open boxes")
         if stuck:

@@ -1,0 +1,33 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # tests/models.py
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+ACASXU = os.path.join(SHARED, "acasxu")
+EXAMPLES = os.path.join(ROOT, "specs", "examples")
+
+needs_acasxu = pytest.mark.skipif(not os.path.isdir(ACASXU), reason="../shared/data/acasxu is not present")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def int8_models(model_dir):
+    """quantize_static output in every form: {(fmt, per_channel, gemm): path} plus the floats."""
+    import models as M
+
+    out = {}
+    for gemm in (True, False):
+        f = M.float_mlp(model_dir / f"float_{gemm}.onnx", gemm=gemm)
+        out[("float", gemm)] = f
+        for fmt in ("QDQ", "QOperator"):
+            for pc in (False, True):
+                out[(fmt, pc, gemm)] = M.quantize(f, model_dir / f"q_{fmt}_{pc}_{gemm}.onnx", fmt, pc)
+    return out

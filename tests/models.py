@@ -1,0 +1,180 @@
+"""Builders of small real ONNX models for the tests (onnx.helper + onnxruntime.quantization)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+IR_VERSION = 8  # onnx writes a newer IR than the pinned onnxruntime reads
+
+
+def save(nodes, inits, path, n_in, n_out, elem=T.FLOAT, opset=13, extra_opsets=()):
+    graph = h.make_graph(nodes, "test", [h.make_tensor_value_info("x", elem, ["N", n_in])],
+                         [h.make_tensor_value_info("y", elem, ["N", n_out])], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset), *extra_opsets],
+                         ir_version=IR_VERSION)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def random_layers(sizes, seed, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return [((rng.normal(size=(a, b)) / np.sqrt(a)).astype(dtype), (rng.normal(size=b) * 0.1).astype(dtype))
+            for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+def float_mlp(path, sizes=(4, 8, 8, 3), seed=0, gemm=True):
+    """ReLU MLP as Gemm layers (weights transposed, transB=1) or MatMul + Add."""
+    nodes, inits, cur = [], [], "x"
+    layers = random_layers(sizes, seed)
+    for i, (W, b) in enumerate(layers):
+        out = "y" if i == len(layers) - 1 else f"h{i}"
+        pre = out if i == len(layers) - 1 else f"a{i}"
+        if gemm:
+            inits += [nh.from_array(np.ascontiguousarray(W.T), f"W{i}"), nh.from_array(b, f"b{i}")]
+            nodes.append(h.make_node("Gemm", [cur, f"W{i}", f"b{i}"], [pre], transB=1))
+        else:
+            inits += [nh.from_array(W, f"W{i}"), nh.from_array(b, f"b{i}")]
+            nodes.append(h.make_node("MatMul", [cur, f"W{i}"], [f"m{i}"]))
+            nodes.append(h.make_node("Add", [f"m{i}", f"b{i}"], [pre]))
+        if i < len(layers) - 1:
+            nodes.append(h.make_node("Relu", [pre], [out]))
+        cur = out
+    return save(nodes, inits, path, sizes[0], sizes[-1])
+
+
+def quantize(float_path, out_path, fmt="QDQ", per_channel=False, n_in=4, seed=0, low=-1.0, high=1.0):
+    """int8 model written by onnxruntime.quantization.quantize_static."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    rng = np.random.default_rng(seed)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": rng.uniform(low, high, size=(1, n_in)).astype(np.float32)} for _ in range(64)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(float_path), str(out_path), Reader(),
+                    quant_format=QuantFormat.QDQ if fmt == "QDQ" else QuantFormat.QOperator,
+                    per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return str(out_path)
+
+
+def _qdq(nodes, inits, x, name, scale, zp=0, dtype=np.int8):
+    inits += [nh.from_array(np.array(scale, dtype=np.float32), f"{name}_s"),
+              nh.from_array(np.array(zp, dtype=dtype), f"{name}_z")]
+    nodes.append(h.make_node("QuantizeLinear", [x, f"{name}_s", f"{name}_z"], [f"{name}_q"]))
+    nodes.append(h.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"]))
+    return f"{name}_dq"
+
+
+def pow2_qdq_mlp(path, sizes=(3, 6, 6, 2), seed=0, act_scale=2.0**-4, w_scale=2.0**-6, snap_input=True):
+    """QDQ MLP whose scales are all powers of two: every semantics coincides exactly."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    cur = _qdq(nodes, inits, "x", "in", act_scale) if snap_input else "x"
+    n_layers = len(sizes) - 1
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        Wq = rng.integers(-100, 101, size=(a, b)).astype(np.int8)
+        inits += [nh.from_array(Wq, f"W{i}_q"), nh.from_array(np.array(w_scale, np.float32), f"W{i}_s"),
+                  nh.from_array(np.array(0, np.int8), f"W{i}_z"),
+                  nh.from_array((rng.integers(-64, 65, size=b) * act_scale * w_scale).astype(np.float32), f"b{i}")]
+        nodes.append(h.make_node("DequantizeLinear", [f"W{i}_q", f"W{i}_s", f"W{i}_z"], [f"W{i}"]))
+        nodes.append(h.make_node("MatMul", [cur, f"W{i}"], [f"m{i}"]))
+        nodes.append(h.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]))
+        cur = f"a{i}"
+        if i < n_layers - 1:
+            nodes.append(h.make_node("Relu", [cur], [f"r{i}"]))
+            cur = _qdq(nodes, inits, f"r{i}", f"act{i}", act_scale)
+    cur = _qdq(nodes, inits, cur, "out", act_scale * 2)
+    nodes.append(h.make_node("Identity", [cur], ["y"]))
+    return save(nodes, inits, path, sizes[0], sizes[-1])
+
+
+def fake_quant_chain_f64(path, sizes=(3, 5, 2), seed=0, frac_bits=4):
+    """float64 fixed-point net from standard ops: Mul, Round/Floor, Clip, Div, dyadic weights."""
+    rng = np.random.default_rng(seed)
+    k = float(2**frac_bits)
+    nodes = [h.make_node("Mul", ["x", "k"], ["xs"]), h.make_node("Round", ["xs"], ["xr"]),
+             h.make_node("Clip", ["xr", "lo", "hi"], ["xc"]), h.make_node("Div", ["xc", "k"], ["a_in"])]
+    inits = [nh.from_array(np.array(k), "k"), nh.from_array(np.array(-8.0 * k), "lo"),
+             nh.from_array(np.array(8.0 * k - 1), "hi")]
+    cur = "a_in"
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        inits += [nh.from_array(rng.integers(-16, 17, size=(a, b)) / k, f"W{i}"),
+                  nh.from_array(rng.integers(-16, 17, size=b) / k, f"b{i}")]
+        nodes += [h.make_node("MatMul", [cur, f"W{i}"], [f"m{i}"]), h.make_node("Add", [f"m{i}", f"b{i}"], [f"z{i}"])]
+        cur = f"z{i}"
+        if i < len(sizes) - 2:  # hidden: floor(z·k + 0.5) clamped to [0, 2^Q - 1], back to real
+            nodes += [h.make_node("Mul", [cur, "k"], [f"s{i}"]), h.make_node("Add", [f"s{i}", "half"], [f"t{i}"]),
+                      h.make_node("Floor", [f"t{i}"], [f"f{i}"]), h.make_node("Clip", [f"f{i}", "zero", "hi"], [f"c{i}"]),
+                      h.make_node("Div", [f"c{i}", "k"], [f"q{i}"])]
+            cur = f"q{i}"
+    inits += [nh.from_array(np.array(0.5), "half"), nh.from_array(np.array(0.0), "zero")]
+    nodes.append(h.make_node("Identity", [cur], ["y"]))
+    return save(nodes, inits, path, sizes[0], sizes[-1], elem=T.DOUBLE)
+
+
+def matmul_integer_model(path, n_in=4, n_out=3, seed=0):
+    """QuantizeLinear(uint8) → MatMulInteger → Cast → Mul(scale) → Add(bias) → Relu."""
+    rng = np.random.default_rng(seed)
+    s_x, s_w = np.float32(0.02), np.float32(0.01)
+    B = rng.integers(-60, 61, size=(n_in, n_out)).astype(np.int8)
+    nodes = [h.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             h.make_node("MatMulInteger", ["xq", "B", "zx", "zb"], ["acc"]),
+             h.make_node("Cast", ["acc"], ["accf"], to=T.FLOAT),
+             h.make_node("Mul", ["accf", "sxw"], ["mm"]),
+             h.make_node("Add", ["mm", "bias"], ["pre"]),
+             h.make_node("Relu", ["pre"], ["y"])]
+    inits = [nh.from_array(np.array(s_x), "sx"), nh.from_array(np.array(128, np.uint8), "zx"),
+             nh.from_array(B, "B"), nh.from_array(np.array(0, np.int8), "zb"),
+             nh.from_array(np.array(s_x * s_w, np.float32), "sxw"),
+             nh.from_array((rng.normal(size=n_out) * 0.1).astype(np.float32), "bias")]
+    return save(nodes, inits, path, n_in, n_out, opset=13)
+
+
+def unsupported_model(path):
+    """A model with an operator the IR does not model (Sigmoid)."""
+    nodes = [h.make_node("MatMul", ["x", "W"], ["m"]), h.make_node("Sigmoid", ["m"], ["y"], name="squash")]
+    return save(nodes, [nh.from_array(np.eye(3, dtype=np.float32), "W")], path, 3, 3)
+
+
+def snapped_twin(float_path, quant_path, out_path, scale, swap=False, extra_output=False):
+    """Difference model whose input is first snapped to the grid ``scale·k`` (shared by both
+    branches), so exhaustive enumeration of the grid is exact ground truth."""
+    from vnncomp_qeb.io.twin_writer import build_twin
+
+    m = build_twin(str(float_path), str(quant_path))
+    g = m.graph
+    for node in g.node:
+        if node.op_type == "Identity" and node.input[0] == "X":
+            node.input[0] = "X_snapped"
+        if node.name == "difference" and swap:
+            node.input[0], node.input[1] = node.input[1], node.input[0]
+    g.initializer.extend([nh.from_array(np.array(scale, np.float32), "snap_s"),
+                          nh.from_array(np.array(0, np.int8), "snap_z")])
+    snap = [h.make_node("QuantizeLinear", ["X", "snap_s", "snap_z"], ["X_code"], name="snap_q"),
+            h.make_node("DequantizeLinear", ["X_code", "snap_s", "snap_z"], ["X_snapped"], name="snap_dq")]
+    for i, node in enumerate(snap):
+        g.node.insert(i, node)
+    if extra_output:  # Y = Concat(N - Q, N): extra outputs next to the difference
+        diff = next(n for n in g.node if n.name == "difference")
+        diff.output[0] = "D"
+        g.node.append(h.make_node("Concat", ["D", diff.input[1] if swap else diff.input[0]], ["Y"], axis=1))
+        g.output[0].type.tensor_type.shape.dim[1].dim_value *= 2
+    onnx.checker.check_model(m)
+    onnx.save(m, str(out_path))
+    return str(out_path)
+
+
+def grid_points(k_lo, k_hi, scale):
+    """Every grid point ``scale·k`` with k_lo ≤ k ≤ k_hi (per dimension), float32."""
+    axes = [np.arange(a, b + 1) for a, b in zip(k_lo, k_hi)]
+    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
+    return (mesh * scale).astype(np.float32)

@@ -1,0 +1,87 @@
+"""ONNX → IR: real files load, what cannot be modelled is refused with node and operator named."""
+
+import gzip
+import os
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from conftest import ACASXU, needs_acasxu
+
+import models as M
+from vnncomp_qeb.errors import ModelError, UnsupportedOperator
+from vnncomp_qeb.io.onnx_loader import load_onnx
+from vnncomp_qeb.ir import ops
+
+
+@needs_acasxu
+def test_acasxu_opset8_with_initializer_inputs():
+    g = load_onnx(os.path.join(ACASXU, "ACASXU_run2a_1_1_batch_2000.onnx"))
+    assert g.input_shape == (1, 1, 5)
+    assert g.output_size == 5
+    affine = [op for op in g.ops if isinstance(op, ops.Affine)]
+    assert [a.W.shape for a in affine] == [(5, 50)] + [(50, 50)] * 5 + [(50, 5)]
+    assert all(a.b is not None for a in affine)  # MatMul + Add fused into one affine layer
+    assert sum(isinstance(op, ops.Relu) for op in g.ops) == 6
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("gemm", [True, False])
+def test_quantize_static_forms_normalise_to_fake_quant(int8_models, fmt, per_channel, gemm):
+    g = load_onnx(int8_models[(fmt, per_channel, gemm)])
+    fq = [op for op in g.ops if isinstance(op, ops.FakeQuant)]
+    assert fq, "every quantization form becomes FakeQuant"
+    assert all(op.qmin == -128 and op.qmax == 127 and op.mode == "half_even" for op in fq)
+    assert sum(isinstance(op, ops.Affine) for op in g.ops) == 3
+
+
+def test_matmul_integer_and_cast(model_dir):
+    g = load_onnx(M.matmul_integer_model(model_dir / "mi.onnx"))
+    kinds = [op.kind for op in g.ops]
+    assert kinds[0] == "FakeQuant" and "Affine" in kinds and kinds[-1] == "Relu"
+    assert g.ops[0].qmin == 0 and g.ops[0].qmax == 255  # uint8 input code
+
+
+def test_gz_model_loads_like_plain(model_dir):
+    path = M.float_mlp(model_dir / "plain.onnx")
+    with open(path, "rb") as f, gzip.open(str(model_dir / "plain.onnx.gz"), "wb") as g:
+        shutil.copyfileobj(f, g)
+    x = np.random.default_rng(0).normal(size=(7, 4))
+    np.testing.assert_array_equal(load_onnx(path).evaluate(x), load_onnx(str(model_dir / "plain.onnx.gz")).evaluate(x))
+
+
+def test_unsupported_operator_names_node_and_operator(model_dir):
+    with pytest.raises(UnsupportedOperator, match=r"'squash' \(Sigmoid\)"):
+        load_onnx(M.unsupported_model(model_dir / "u.onnx"))
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(ModelError, match="file not found"):
+        load_onnx(str(tmp_path / "nope.onnx"))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(os.urandom(200))
+    with pytest.raises(ModelError, match="bad.onnx"):
+        load_onnx(str(bad))
+
+
+def test_variable_times_variable_refused(tmp_path):
+    from onnx import helper as h
+
+    nodes = [h.make_node("Mul", ["x", "x"], ["y"], name="square")]
+    path = M.save(nodes, [], tmp_path / "sq.onnx", 3, 3)
+    with pytest.raises(UnsupportedOperator, match=r"'square' \(Mul\).*two variable"):
+        load_onnx(path)
+
+
+def test_integer_input_refused(tmp_path):
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    graph = h.make_graph([h.make_node("Identity", ["x"], ["y"])], "g",
+                         [h.make_tensor_value_info("x", T.INT8, [1, 3])], [h.make_tensor_value_info("y", T.INT8, [1, 3])])
+    path = tmp_path / "int.onnx"
+    onnx.save(h.make_model(graph, ir_version=8, opset_imports=[h.make_opsetid("", 13)]), str(path))
+    with pytest.raises(ModelError, match="only float inputs"):
+        load_onnx(str(path))

@@ -1,0 +1,93 @@
+"""Input domains for branch and bound: real boxes, or integer codes when the input is snapped.
+
+When the network's input goes straight into a quantizer (a shared input snap, as in QEBVerif's
+twins), splitting real boxes never settles a box that straddles a rounding tie. Branching over
+the integer codes instead is complete: leaves are single grid points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from vnncomp_qeb.analysis.interval import ROUND_ABS, ROUND_REL
+from vnncomp_qeb.ir import ops
+from vnncomp_qeb.ir.graph import Graph
+from vnncomp_qeb.spec import Case
+
+
+class RealDomain:
+    """Boxes of the original input; bisect the widest side (relative to the case's box)."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+
+    def initial(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
+        self.width0 = np.where(case.upper > case.lower, case.upper - case.lower, 1.0)
+        return case.lower[None].copy(), case.upper[None].copy()
+
+    def split(self, L: np.ndarray, U: np.ndarray):
+        dim = np.argmax((U - L) / self.width0, axis=1)
+        rows = np.arange(L.shape[0])
+        mid = (L[rows, dim] + U[rows, dim]) / 2
+        U_left, L_right = U.copy(), L.copy()
+        U_left[rows, dim] = mid
+        L_right[rows, dim] = mid
+        return np.vstack([L, L_right]), np.vstack([U_left, U])
+
+    def to_input(self, points: np.ndarray, case: Case) -> np.ndarray:
+        return points
+
+
+class CodeDomain(RealDomain):
+    """Boxes of integer codes ``c`` of the input quantizer; the graph starts from ``s·(c − z)``."""
+
+    def __init__(self, graph: Graph, snap: ops.FakeQuant):
+        self.snap = snap
+        flat = graph.input_size
+        self.scale = np.broadcast_to(snap.scale, graph.input_shape).reshape(flat)
+        self.zero = np.broadcast_to(snap.zero_point, graph.input_shape).reshape(flat)
+        first = ops.AddConst((graph.input_name,), graph.input_name + "__centred",
+                             c=-np.asarray(snap.zero_point, dtype=np.float64))
+        second = ops.MulConst((first.output,), snap.output, c=np.asarray(snap.scale, dtype=np.float64))
+        rest = [op for op in graph.ops if op is not snap]
+        super().__init__(replace(graph, ops=[first, second] + rest, shapes={}))
+
+    def initial(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
+        """Every code the box can reach, ties and float32 division error included."""
+        lo, hi = case.lower / self.scale, case.upper / self.scale
+        lo = lo - (np.abs(lo) * ROUND_REL + ROUND_ABS)
+        hi = hi + (np.abs(hi) * ROUND_REL + ROUND_ABS)
+        c_lo = np.clip(ops.round_with(self.snap.mode, lo) + self.zero, self.snap.qmin, self.snap.qmax)
+        c_hi = np.clip(ops.round_with(self.snap.mode, hi) + self.zero, self.snap.qmin, self.snap.qmax)
+        self.width0 = np.maximum(c_hi - c_lo, 1.0)
+        return c_lo[None], c_hi[None]
+
+    def split(self, L: np.ndarray, U: np.ndarray):
+        dim = np.argmax(U - L, axis=1)
+        rows = np.arange(L.shape[0])
+        mid = np.floor((L[rows, dim] + U[rows, dim]) / 2)
+        U_left, L_right = U.copy(), L.copy()
+        U_left[rows, dim] = mid
+        L_right[rows, dim] = mid + 1
+        return np.vstack([L, L_right]), np.vstack([U_left, U])
+
+    def to_input(self, points: np.ndarray, case: Case) -> np.ndarray:
+        """The grid point of each code (rounded codes for box centres), clipped into the box."""
+        codes = np.round(points)
+        return np.clip(self.scale * (codes - self.zero), case.lower, case.upper)
+
+
+def input_snap(graph: Graph) -> ops.FakeQuant | None:
+    """The quantizer that is the only reader of the graph's input, if there is one."""
+    readers = [op for op in graph.ops if graph.input_name in op.inputs]
+    if len(readers) == 1 and isinstance(readers[0], ops.FakeQuant):
+        return readers[0]
+    return None
+
+
+def domain_for(graph: Graph) -> RealDomain:
+    """Code-space branching when the input is snapped, real boxes otherwise."""
+    snap = input_snap(graph)
+    return CodeDomain(graph, snap) if snap is not None else RealDomain(graph)
