@@ -1,0 +1,152 @@
+"""The VNN-COMP scripts end to end: a verdict always written, exit 0 always, witnesses that
+onnxruntime replays, answers before the timeout, no process left behind."""
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+from conftest import ACASXU, EXAMPLES, ROOT, needs_acasxu
+
+import models as M
+from vnncomp_qeb.io.instance import load_instance, parse_network_arg
+from vnncomp_qeb.io.replay import replay
+from vnncomp_qeb.io.results import read_counterexample
+
+TWIN = "onnx/ACASXU_run2a_1_1_batch_2000_int8_twin.onnx"
+PAIR = ("[('N', 'onnx/ACASXU_run2a_1_1_batch_2000_float.onnx'), "
+        "('Q', 'onnx/ACASXU_run2a_1_1_batch_2000_int8_qdq.onnx')]")
+SAT_V1, UNSAT_V1 = "vnnlib/twin_p2_r0.001_eps0.05.vnnlib", "vnnlib/twin_p2_r0.001_eps0.2.vnnlib"
+SAT_V2, UNSAT_V2 = "vnnlib/pair_p2_r0.001_eps0.05.vnnlib", "vnnlib/pair_p2_r0.001_eps0.2.vnnlib"
+
+
+def run_instance(onnx, vnnlib, results, timeout=30, cwd=EXAMPLES, version="v1"):
+    proc = subprocess.run([os.path.join(ROOT, "run_instance.sh"), version, "test", str(onnx), str(vnnlib),
+                           str(results), str(timeout)], cwd=cwd, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout + 30)
+    assert proc.returncode == 0, proc.stderr
+    text = open(results).read()
+    return text.split("\n", 1)[0], text.split("\n", 1)[1], proc.stderr
+
+
+def assert_replays(onnx, vnnlib, body, cwd=EXAMPLES):
+    """Replay the written counterexample the organisers' way: parse it, cast, run onnxruntime."""
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        nets = parse_network_arg(onnx) or onnx
+        inst = load_instance(vnnlib, nets)
+        r = replay(inst, read_counterexample(body, inst.spec))
+    finally:
+        os.chdir(old)
+    assert r.ok and r.margin >= 0
+
+
+def test_sat_twin_with_replayed_witness(tmp_path):
+    verdict, body, _ = run_instance(TWIN, SAT_V1, tmp_path / "r.txt")
+    assert verdict == "sat"
+    assert body.startswith("((X_0 ") and body.count("(Y_") == 5
+    assert_replays(TWIN, SAT_V1, body)
+
+
+def test_unsat_twin(tmp_path):
+    assert run_instance(TWIN, UNSAT_V1, tmp_path / "r.txt")[0] == "unsat"
+
+
+def test_two_network_v2_list_literal(tmp_path):
+    verdict, body, _ = run_instance(PAIR, SAT_V2, tmp_path / "r.txt")
+    assert verdict == "sat" and body.startswith("X float32 [1,1,1,5]")
+    assert_replays(PAIR, SAT_V2, body)
+    assert run_instance(PAIR, UNSAT_V2, tmp_path / "r2.txt")[0] == "unsat"
+
+
+def test_gz_inputs(tmp_path):
+    for src in (TWIN, SAT_V1):
+        with open(os.path.join(EXAMPLES, src), "rb") as f, gzip.open(tmp_path / (os.path.basename(src) + ".gz"), "wb") as g:
+            shutil.copyfileobj(f, g)
+    verdict, body, _ = run_instance(tmp_path / (os.path.basename(TWIN) + ".gz"),
+                                    tmp_path / (os.path.basename(SAT_V1) + ".gz"), tmp_path / "r.txt")
+    assert verdict == "sat"
+
+
+def test_missing_file(tmp_path):
+    verdict, _, err = run_instance(tmp_path / "nope.onnx", SAT_V1, tmp_path / "r.txt")
+    assert verdict == "error" and "nope.onnx: file not found" in err
+
+
+def test_corrupt_onnx(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 50)
+    verdict, _, err = run_instance(bad, SAT_V1, tmp_path / "r.txt")
+    assert verdict == "error" and "bad.onnx" in err
+
+
+def test_vnnlib_syntax_error(tmp_path):
+    spec = tmp_path / "broken.vnnlib"
+    spec.write_text(open(os.path.join(EXAMPLES, SAT_V1)).read().replace("(assert (or", "(assert (or (", 1))
+    verdict, _, err = run_instance(TWIN, spec, tmp_path / "r.txt")
+    assert verdict == "error" and "broken.vnnlib" in err
+
+
+def test_unsupported_operator(tmp_path):
+    model = M.unsupported_model(tmp_path / "u.onnx")
+    spec = tmp_path / "u.vnnlib"
+    from vnncomp_qeb.io.vnnlib_writer import error_bound_v1
+
+    spec.write_text(error_bound_v1([0, 0, 0], [1, 1, 1], 0.1, [0], 3))
+    verdict, _, err = run_instance(model, spec, tmp_path / "r.txt")
+    assert verdict == "error" and "(Sigmoid)" in err
+
+
+def test_wrong_version_and_arguments(tmp_path):
+    verdict, _, _ = run_instance(TWIN, SAT_V1, tmp_path / "r.txt", version="v2")
+    assert verdict == "error"
+    proc = subprocess.run([os.path.join(ROOT, "run_instance.sh"), "v1", "test", TWIN], cwd=EXAMPLES,
+                          capture_output=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0
+
+
+def test_prepare_instance():
+    ok = subprocess.run([os.path.join(ROOT, "prepare_instance.sh"), "v1", "test", TWIN, SAT_V1], cwd=EXAMPLES,
+                        stdin=subprocess.DEVNULL)
+    assert ok.returncode == 0
+    bad = subprocess.run([os.path.join(ROOT, "prepare_instance.sh"), "v0"], stdin=subprocess.DEVNULL,
+                         capture_output=True)
+    assert bad.returncode == 1
+
+
+def _ours(results):
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "vnncomp_qeb" in cmd and str(results) in cmd:
+            found.append(p)
+    return found
+
+
+@needs_acasxu
+def test_timeout_answered_in_time_without_leftovers(tmp_path):
+    results = tmp_path / "r.txt"
+    start = time.monotonic()
+    verdict, _, _ = run_instance(os.path.join(ACASXU, "ACASXU_run2a_1_1_batch_2000.onnx"),
+                                 os.path.join(ACASXU, "prop_1.vnnlib"), results, timeout=4)
+    elapsed = time.monotonic() - start
+    assert verdict == "timeout"
+    assert elapsed < 4.0
+    assert _ours(results) == []
+
+
+def test_cli_v2_network_flags(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "vnncomp_qeb", "verify", SAT_V2,
+                           "--network", "N=onnx/ACASXU_run2a_1_1_batch_2000_float.onnx",
+                           "--network", "Q=onnx/ACASXU_run2a_1_1_batch_2000_int8_qdq.onnx",
+                           "--timeout", "20", "--quiet"], cwd=EXAMPLES, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": ROOT})
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0 and lines[0] == "sat"
+    assert lines[1] == "X float32 [1,1,1,5]" and "YQ float32 [1,5]" in lines
