@@ -42,7 +42,9 @@ def _gemm(ctx: LoadContext, node: onnx.NodeProto) -> None:
     ctx.emit(ops.Affine((a,), ctx.out_name(), W=np.ascontiguousarray(W), b=b))
 
 
-def _binary(ctx: LoadContext, node: onnx.NodeProto, kind: str) -> None:
+@handles("Add", "Sub", "Mul", "Div")
+def _binary(ctx: LoadContext, node: onnx.NodeProto) -> None:
+    kind = node.op_type
     x, y = node.input[0], node.input[1]
     out = ctx.out_name()
     if ctx.is_var(x) and ctx.is_var(y):
@@ -73,26 +75,6 @@ def _binary(ctx: LoadContext, node: onnx.NodeProto, kind: str) -> None:
         ctx.emit(ops.AddConst((neg,), out, c=c))
     else:
         raise ctx.unsupported("Div of a constant by a variable tensor")
-
-
-@handles("Add")
-def _add(ctx, node):
-    _binary(ctx, node, "Add")
-
-
-@handles("Sub")
-def _sub(ctx, node):
-    _binary(ctx, node, "Sub")
-
-
-@handles("Mul")
-def _mul(ctx, node):
-    _binary(ctx, node, "Mul")
-
-
-@handles("Div")
-def _div(ctx, node):
-    _binary(ctx, node, "Div")
 
 
 @handles("Relu")
