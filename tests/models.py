@@ -47,8 +47,9 @@ def float_mlp(path, sizes=(4, 8, 8, 3), seed=0, gemm=True):
     return save(nodes, inits, path, sizes[0], sizes[-1])
 
 
-def quantize(float_path, out_path, fmt="QDQ", per_channel=False, n_in=4, seed=0, low=-1.0, high=1.0):
-    """int8 model written by onnxruntime.quantization.quantize_static."""
+def quantize(float_path, out_path, fmt="QDQ", per_channel=False, n_in=4, seed=0, low=-1.0, high=1.0,
+             activation="QInt8", weight="QInt8"):
+    """int8 (or other integer type) model written by onnxruntime.quantization.quantize_static."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     rng = np.random.default_rng(seed)
@@ -62,7 +63,7 @@ def quantize(float_path, out_path, fmt="QDQ", per_channel=False, n_in=4, seed=0,
 
     quantize_static(str(float_path), str(out_path), Reader(),
                     quant_format=QuantFormat.QDQ if fmt == "QDQ" else QuantFormat.QOperator,
-                    per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                    per_channel=per_channel, activation_type=QuantType[activation], weight_type=QuantType[weight])
     return str(out_path)
 
 
@@ -178,3 +179,24 @@ def grid_points(k_lo, k_hi, scale):
     axes = [np.arange(a, b + 1) for a, b in zip(k_lo, k_hi)]
     mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
     return (mesh * scale).astype(np.float32)
+
+
+def many_ops_f64(path):
+    """float64 model using Constant, Reshape, Ceil, Cast (float→int32→float), Concat of two
+    branches, constant − variable, Div, Clip and Flatten: every value exactly representable."""
+    nodes = [
+        h.make_node("Constant", [], ["shape"], value=nh.from_array(np.array([-1, 2, 2], np.int64))),
+        h.make_node("Mul", ["x", "k"], ["xk"]),
+        h.make_node("Ceil", ["xk"], ["c"]),
+        h.make_node("Cast", ["xk"], ["xi"], to=T.INT32),  # truncation toward zero
+        h.make_node("Cast", ["xi"], ["xt"], to=T.DOUBLE),
+        h.make_node("Sub", ["one", "xt"], ["neg"]),  # constant − variable
+        h.make_node("Concat", ["c", "neg"], ["cat"], axis=1),
+        h.make_node("Reshape", ["cat", "shape"], ["r"]),
+        h.make_node("Flatten", ["r"], ["flat"], axis=1),
+        h.make_node("Div", ["flat", "k"], ["d"]),
+        h.make_node("Clip", ["d", "lo", "hi"], ["y"]),
+    ]
+    inits = [nh.from_array(np.array(8.0), "k"), nh.from_array(np.array(1.0), "one"),
+             nh.from_array(np.array(-0.5), "lo"), nh.from_array(np.array(0.75), "hi")]
+    return save(nodes, inits, path, 2, 4, elem=T.DOUBLE)

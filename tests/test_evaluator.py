@@ -79,3 +79,32 @@ def test_all_acasxu_networks_match_onnxruntime():
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         ref = np.array([sess.run(None, {"input": xi.reshape(1, 1, 1, 5)})[0].ravel() for xi in x])
         np.testing.assert_allclose(load_onnx(path).evaluate(x), ref, rtol=1e-5, atol=1e-5, err_msg=path)
+
+
+@pytest.mark.parametrize("activation, weight", [("QInt16", "QInt8"), ("QUInt16", "QUInt8"),
+                                                ("QUInt8", "QUInt8"), ("QUInt8", "QInt8")])
+def test_other_integer_types_within_one_lsb(int8_models, model_dir, activation, weight):
+    path = M.quantize(int8_models[("float", True)], model_dir / f"q_{activation}_{weight}.onnx",
+                      activation=activation, weight=weight)
+    g = load_onnx(path)
+    last = [op for op in g.ops if isinstance(op, ops.FakeQuant)][-1]
+    assert last.qmax - last.qmin == {"QInt16": 65535, "QUInt16": 65535}.get(activation, 255)
+    x = np.random.default_rng(4).uniform(-1, 1, size=(10000, 4)).astype(np.float32)
+    steps = np.abs(_ort(path, x) - g.evaluate(x)) / _output_lsb(g)
+    if "16" in activation:
+        # no 16-bit integer kernels: onnxruntime runs these in float32, whose accumulation error
+        # is comparable to the fine 16-bit step; measured: ~1.1 % of inputs, mostly 1 step, a
+        # hidden-layer flip can propagate to 2
+        assert steps.max() <= 2.0 + 1e-3
+        assert np.mean((steps > 0.5).any(axis=1)) < 0.03
+    else:
+        assert steps.max() <= 1.0 + 1e-3
+
+
+def test_many_operator_model_bit_exact(model_dir):
+    path = M.many_ops_f64(model_dir / "many.onnx")
+    g = load_onnx(path)
+    assert {"Reshape", "Round", "Concat", "AddConst", "MulConst", "Clip"} <= {op.kind for op in g.ops}
+    x = np.random.default_rng(5).uniform(-0.2, 0.2, size=(5000, 2))
+    x[:100] = np.round(x[:100] * 64) / 64  # exact multiples: Ceil and truncation boundaries
+    np.testing.assert_array_equal(g.evaluate(x), _ort(path, x))

@@ -36,3 +36,12 @@ def test_shipped_example_twin():
     g = load_onnx(os.path.join(EXAMPLES, "onnx", "ACASXU_run2a_1_1_batch_2000_int8_twin.onnx"))
     (twin,) = find_twins(g)
     assert len(twin.pairs) == 7 and twin.sign == 1
+
+
+def test_inspect_command_prints_ir_and_pairing(capsys):
+    from vnncomp_qeb.cli import main
+
+    assert main(["inspect", os.path.join(EXAMPLES, "onnx", "ACASXU_run2a_1_1_batch_2000_int8_twin.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "graph " in out and "FakeQuant" in out
+    assert "twin at Y = N − Q" in out and "layer 6: N N_linear_7_Add 50->5" in out
