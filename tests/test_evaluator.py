@@ -95,7 +95,7 @@ def test_other_integer_types_within_one_lsb(int8_models, model_dir, activation, 
         # no 16-bit integer kernels: onnxruntime runs these in float32, whose accumulation error
         # is comparable to the fine 16-bit step; measured: ~1.1 % of inputs, mostly 1 step, a
         # hidden-layer flip can propagate to 2
-        assert steps.max() <= 2.0 + 1e-3
+        assert steps.max() <= 2.01  # + float32 rounding of s·(q − z) with |q − z| up to 2^15
         assert np.mean((steps > 0.5).any(axis=1)) < 0.03
     else:
         assert steps.max() <= 1.0 + 1e-3

@@ -51,3 +51,15 @@ def test_acasxu_float():
 def test_shipped_int8_twin(radius):
     path = os.path.join(EXAMPLES, "onnx", "ACASXU_run2a_1_1_batch_2000_int8_twin.onnx")
     _check(path, np.array([0.2, -0.1, 0.0, -0.3, 0.4]), radius, n=300)
+
+
+@pytest.mark.parametrize("activation", ["QInt16", "QUInt16"])
+def test_16bit_models_computed_in_float32(int8_models, model_dir, activation):
+    """16-bit QDQ runs in float32 in onnxruntime: the bounds must cover its accumulation error."""
+    import models as M
+
+    path = M.quantize(int8_models[("float", True)], model_dir / f"i_{activation}.onnx",
+                      activation=activation, weight="QInt8" if activation == "QInt16" else "QUInt8")
+    for seed in range(3):
+        centre = np.random.default_rng(seed).uniform(-0.5, 0.5, size=4)
+        _check(path, centre, 0.05, n=5000, seed=seed, feed=_batched)
