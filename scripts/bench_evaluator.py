@@ -23,10 +23,11 @@ import time
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from vnncomp_qeb.io.fixed_point import load_qebnet  # noqa: E402
+from vnncomp_qeb.io.mlp_writer import mlp_model  # noqa: E402
 from vnncomp_qeb.io.onnx_loader import load_onnx  # noqa: E402
 from vnncomp_qeb.ir import ops  # noqa: E402
 
@@ -40,27 +41,15 @@ def mnist_images(shared: str) -> np.ndarray:
 
 
 def float_mnist(npz_path: str, out: str) -> str:
-    """The QEBVerif float network as an ONNX MLP (Gemm + Relu), dynamic batch."""
-    z = np.load(npz_path)
-    nodes, inits, cur = [], [], "x"
-    n = int(z["n_layers"])
-    for k in range(n):
-        W, b = z[f"W{k}"].astype(np.float32), z[f"b{k}"].astype(np.float32)
-        inits += [numpy_helper.from_array(np.ascontiguousarray(W.T), f"W{k}"), numpy_helper.from_array(b, f"b{k}")]
-        pre = "y" if k == n - 1 else f"a{k}"
-        nodes.append(helper.make_node("Gemm", [cur, f"W{k}", f"b{k}"], [pre], transB=1))
-        if k < n - 1:
-            nodes.append(helper.make_node("Relu", [pre], [f"h{k}"]))
-            cur = f"h{k}"
-    g = helper.make_graph(nodes, "mnist", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 784])],
-                          [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 10])], inits)
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), out)
+    """The QEBVerif float network as an ONNX MLP with a dynamic batch axis."""
+    net = load_qebnet(npz_path)
+    onnx.save(mlp_model(net.weights, net.biases, net.name, batch="N"), out)
     return out
 
 
 class _Calib(CalibrationDataReader):
     def __init__(self, images: np.ndarray):
-        self.it = iter([{"x": im[None]} for im in images])
+        self.it = iter([{"X": im[None]} for im in images])
 
     def get_next(self):
         return next(self.it, None)
@@ -91,13 +80,13 @@ def compare(path: str, inputs: dict[str, np.ndarray], input_shape) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared", "data"))
+    ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared", "data"), help="for the MNIST test set")
     ap.add_argument("--n", type=int, default=10000)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     images = mnist_images(args.shared)
     tmp = tempfile.mkdtemp()
-    f = float_mnist(os.path.join(args.shared, "qebverif", "PTQ_mnist_2blk_100_100_in_8_relu_0.npz"),
+    f = float_mnist(os.path.join(ROOT, "specs", "networks", "qebverif", "PTQ_mnist_2blk_100_100_in_8_relu_0.npz"),
                     os.path.join(tmp, "P2_float.onnx"))
     print("model                                      inputs       n  inputs≠   outputs≠  max steps  ORT/ref time")
     mnist_inputs = {"random": rng.random((args.n, 784)).astype(np.float32), "mnist": images[: args.n]}

@@ -1,4 +1,4 @@
-"""Command line: ``vnncomp-qeb verify | inspect | check | twin``."""
+"""Command line: ``vnncomp-qeb verify | inspect | check | twin | spec``."""
 
 from __future__ import annotations
 
@@ -108,6 +108,40 @@ def cmd_twin(args) -> int:
     return 0
 
 
+def _numbers(text: str) -> list[float]:
+    """Comma-separated numbers, or a .npy / .txt file holding them."""
+    import numpy as np
+
+    if os.path.isfile(text):
+        return list(np.load(text).ravel() if text.endswith(".npy") else np.loadtxt(text).ravel())
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def cmd_spec(args) -> int:
+    """Write an error-bound property: L∞ box around a centre, |N − Q|_i < eps."""
+    import numpy as np
+
+    from vnncomp_qeb.io.vnnlib_writer import error_bound_v1, error_bound_v2
+
+    centre = np.array(_numbers(args.center))
+    lo, hi = centre - args.radius, centre + args.radius
+    if args.clip:
+        clip = _numbers(args.clip)
+        lo, hi = np.clip(lo, clip[0], clip[1]), np.clip(hi, clip[0], clip[1])
+    n_out = args.n_outputs
+    outputs = [int(v) for v in _numbers(args.outputs)] if args.outputs else list(range(n_out))
+    if any(o < 0 or o >= n_out for o in outputs):
+        raise QebError(f"--outputs must lie in 0..{n_out - 1}")
+    if args.vnnlib_version == "2":
+        text = error_bound_v2(lo, hi, args.eps, outputs, [1, centre.size], [1, n_out])
+    else:
+        text = error_bound_v1(lo, hi, args.eps, outputs, n_out)
+    with open(args.output, "w") as f:
+        f.write(text)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vnncomp-qeb", description=__doc__)
     p.add_argument("--version", action="version", version=f"vnncomp-qeb {__version__}")
@@ -142,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("quant_model")
     t.add_argument("-o", "--output", required=True)
     t.set_defaults(func=cmd_twin)
+
+    s = sub.add_parser("spec", help="write an error-bound property |N(x)_i - Q(x)_i| < eps over an L-inf box")
+    s.add_argument("--center", required=True, help="comma-separated values, or a .npy/.txt file")
+    s.add_argument("--radius", type=float, required=True)
+    s.add_argument("--eps", type=float, required=True)
+    s.add_argument("--n-outputs", type=int, required=True, help="number of network outputs")
+    s.add_argument("--outputs", help="comma-separated output indices to bound (default: all)")
+    s.add_argument("--clip", help="lo,hi: clip the box to this range")
+    s.add_argument("--vnnlib-version", choices=["1", "2"], default="1",
+                   help="1: difference model Y = N - Q; 2: two networks N and Q, inputs tied")
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=cmd_spec)
     return p
 
 
