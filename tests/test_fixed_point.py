@@ -2,9 +2,7 @@
 the float loader reproduces the paper's accuracies, and onnxruntime on the faithful twins equals
 an independent integer re-computation of QEBVerif's semantics."""
 
-import glob
 import gzip
-import json
 import os
 
 import numpy as np

@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import psutil
-import pytest
 from conftest import ACASXU, EXAMPLES, ROOT, needs_acasxu
 
 import models as M
@@ -150,3 +149,26 @@ def test_cli_v2_network_flags(tmp_path):
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0 and lines[0] == "sat"
     assert lines[1] == "X float32 [1,1,1,5]" and "YQ float32 [1,5]" in lines
+
+
+def test_cli_twin_and_spec_commands(tmp_path, int8_models):
+    """The user path: two ONNX files and a centre become a twin and a property that verify."""
+    from vnncomp_qeb.cli import main
+    from vnncomp_qeb.io.vnnlib import load_spec
+
+    twin = tmp_path / "twin.onnx"
+    assert main(["twin", int8_models[("float", True)], int8_models[("QDQ", False, True)], "-o", str(twin)]) == 0
+    assert main(["spec", "--center", "0.1,0.2,-0.3,0.0", "--radius", "0.05", "--eps", "0.5", "--n-outputs", "3",
+                 "--outputs", "0,2", "--clip=-0.3,1", "-o", str(tmp_path / "s1.vnnlib")]) == 0
+    assert main(["spec", "--center", "0.1,0.2,-0.3,0.0", "--radius", "0.05", "--eps", "0.5", "--n-outputs", "3",
+                 "--vnnlib-version", "2", "-o", str(tmp_path / "s2.vnnlib")]) == 0
+    (case,) = load_spec(str(tmp_path / "s1.vnnlib")).cases
+    np.testing.assert_allclose(case.lower, [0.05, 0.15, -0.3, -0.05])
+    np.testing.assert_allclose(case.upper, [0.15, 0.25, -0.25, 0.05])
+    assert len(case.polytopes) == 4  # two outputs, two signs
+    spec2 = load_spec(str(tmp_path / "s2.vnnlib"))
+    assert spec2.networks == ["N", "Q"] and len(spec2.cases[0].polytopes) == 6
+    inst = load_instance(str(tmp_path / "s1.vnnlib"), str(twin))
+    from vnncomp_qeb.portfolio import verify
+
+    assert verify(inst, 10.0, log=lambda m: None).verdict in ("sat", "unsat")

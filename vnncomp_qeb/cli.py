@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eps", type=float, required=True)
     s.add_argument("--n-outputs", type=int, required=True, help="number of network outputs")
     s.add_argument("--outputs", help="comma-separated output indices to bound (default: all)")
-    s.add_argument("--clip", help="lo,hi: clip the box to this range")
+    s.add_argument("--clip", help="lo,hi: clip the box to this range (write --clip=-1,1 for a negative lo)")
     s.add_argument("--vnnlib-version", choices=["1", "2"], default="1",
                    help="1: difference model Y = N - Q; 2: two networks N and Q, inputs tied")
     s.add_argument("-o", "--output", required=True)
