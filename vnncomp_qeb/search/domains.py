@@ -13,6 +13,7 @@ import numpy as np
 
 from vnncomp_qeb.analysis.interval import ROUND_ABS, ROUND_REL
 from vnncomp_qeb.ir import ops
+from vnncomp_qeb.ir.fuse import normalise
 from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.spec import Case
 
@@ -22,6 +23,7 @@ class RealDomain:
 
     def __init__(self, graph: Graph):
         self.graph = graph
+        self.analysis_graph = normalise(graph)
 
     def initial(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
         self.width0 = np.where(case.upper > case.lower, case.upper - case.lower, 1.0)

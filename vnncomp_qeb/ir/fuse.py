@@ -1,0 +1,104 @@
+"""Rewrites to the IR's normal form: fake-quant chains of standard ops become one FakeQuant.
+
+``Mul(x, k) [→ Add(0.5) → Floor | → Round] [→ Clip(lo, hi)] → Div(k)`` (or the Mul written as
+``Div(x, 1/k)`` and the Div as ``Mul(1/k)``) is ``FakeQuant(scale = 1/k, zero point 0,
+[lo, hi], half_up | half_even)`` when lo and hi are integers: the same function, one rounding.
+The analyses then relax one rounding band instead of three separate ops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vnncomp_qeb.ir import ops
+from vnncomp_qeb.ir.graph import Graph
+
+
+def _factor(op: ops.Op) -> np.ndarray | None:
+    """The multiplier of a MulConst (x*c or x/c), as an array, or None."""
+    if not isinstance(op, ops.MulConst):
+        return None
+    c = np.asarray(op.c, dtype=np.float64)
+    return 1.0 / c if op.divide else c
+
+
+def _match(chain: list[ops.Op]) -> tuple[str, float, float, int] | None:
+    """(mode, qmin, qmax, length) when ``chain`` starts with a fake-quant pattern."""
+    if len(chain) < 3:
+        return None
+    k = _factor(chain[0])
+    if k is None or np.any(k <= 0):
+        return None
+    i = 1
+    if (isinstance(chain[i], ops.AddConst) and np.all(np.asarray(chain[i].c) == 0.5)
+            and i + 1 < len(chain) and isinstance(chain[i + 1], ops.Round) and chain[i + 1].mode == "floor"):
+        mode, i = "half_up", i + 2
+    elif isinstance(chain[i], ops.Round) and chain[i].mode in ("half_even", "half_up", "half_away"):
+        mode, i = chain[i].mode, i + 1
+    else:
+        return None
+    lo, hi = -np.inf, np.inf
+    if i < len(chain) and isinstance(chain[i], ops.Clip):
+        lo, hi = chain[i].lo, chain[i].hi
+        if (np.isfinite(lo) and lo != np.floor(lo)) or (np.isfinite(hi) and hi != np.floor(hi)):
+            return None
+        i += 1
+    if i >= len(chain):
+        return None
+    back = _factor(chain[i])
+    if back is None or np.shape(back) != np.shape(k) or not np.allclose(back * k, 1.0, rtol=0, atol=1e-15):
+        return None
+    return mode, float(lo), float(hi), i + 1
+
+
+def fuse_fake_quant(graph: Graph) -> Graph:
+    """Rewrite every fake-quant chain of single-reader elementwise ops into one FakeQuant."""
+    readers = graph.consumers()
+    out_ops: list[ops.Op] = []
+    skip: set[int] = set()
+    for op in graph.ops:
+        if id(op) in skip:
+            continue
+        chain = [op]
+        while len(chain) < 6:
+            nxt = readers.get(chain[-1].output, [])
+            if len(nxt) != 1 or chain[-1].output in graph.outputs or len(nxt[0].inputs) != 1:
+                break
+            chain.append(nxt[0])
+        found = _match(chain)
+        if found is None:
+            out_ops.append(op)
+            continue
+        mode, lo, hi, n = found
+        last = chain[n - 1]
+        s = 1.0 / _factor(chain[0])
+        out_ops.append(ops.FakeQuant(op.inputs, last.output, scale=s, zero_point=np.float64(0.0), qmin=lo,
+                                     qmax=hi, mode=mode, source=" → ".join(o.source for o in chain[:n])))
+        skip.update(id(o) for o in chain[1:n])
+    return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
+
+
+def fold_scale_into_affine(graph: Graph) -> Graph:
+    """``MulConst(c) → Affine(W, b)`` with a scalar c and one reader becomes ``Affine(c·W, b)``.
+    (The Affine's float32 error bound keeps one spare rounding term, which covers the scaling.)"""
+    readers = graph.consumers()
+    by_input: dict[str, ops.Op] = {}
+    out_ops: list[ops.Op] = []
+    for op in graph.ops:
+        nxt = readers.get(op.output, [])
+        c = _factor(op)
+        if (c is not None and np.ndim(c) == 0 and len(nxt) == 1 and isinstance(nxt[0], ops.Affine)
+                and op.output not in graph.outputs):
+            by_input[op.output] = op
+            continue
+        if isinstance(op, ops.Affine) and op.inputs[0] in by_input:
+            scale = by_input[op.inputs[0]]
+            op = ops.Affine(scale.inputs, op.output, W=op.W * _factor(scale), b=op.b,
+                            source=f"{scale.source} + {op.source}")
+        out_ops.append(op)
+    return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
+
+
+def normalise(graph: Graph) -> Graph:
+    """The form the analyses work on: fake-quant chains fused, scalings folded into weights."""
+    return fold_scale_into_affine(fuse_fake_quant(graph))
