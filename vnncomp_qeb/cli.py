@@ -1,4 +1,4 @@
-"""Command line: ``vnncomp-qeb verify | inspect | check | twin | spec``."""
+"""Command line: ``vnncomp-qeb verify | inspect | check | bounds | twin | spec``."""
 
 from __future__ import annotations
 
@@ -98,6 +98,28 @@ def cmd_check(args) -> int:
     return 0 if r.ok else 1
 
 
+def cmd_bounds(args) -> int:
+    """Sound bounds of every output (the difference N − Q on a twin) over each input box."""
+    import numpy as np
+
+    from vnncomp_qeb.analysis.dra import MODES, difference_bounds
+    from vnncomp_qeb.io.instance import load_instance
+    from vnncomp_qeb.ir.fuse import normalise
+
+    inst = load_instance(args.spec, _networks(args))
+    graph = normalise(inst.graph)
+    modes = MODES if args.mode == "all" else (args.mode,)
+    for ci, case in enumerate(inst.spec.cases):
+        print(f"case {ci}: box of {case.lower.size} inputs")
+        for mode in modes:
+            t0 = time.perf_counter()
+            lo, hi = difference_bounds(graph, case.lower[None], case.upper[None], mode)
+            ms = (time.perf_counter() - t0) * 1000
+            cells = "  ".join(f"y{j} [{a:.6g}, {b:.6g}]" for j, (a, b) in enumerate(zip(lo[0], hi[0])))
+            print(f"  {mode:5s} {ms:8.1f} ms  max width {np.max(hi - lo):.6g}  {cells}")
+    return 0
+
+
 def cmd_twin(args) -> int:
     import onnx
 
@@ -176,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("quant_model")
     t.add_argument("-o", "--output", required=True)
     t.set_defaults(func=cmd_twin)
+
+    b = sub.add_parser("bounds", help="print sound bounds of the outputs (N - Q on a twin) over the property's boxes")
+    b.add_argument("model")
+    b.add_argument("spec")
+    b.add_argument("--network", action="append", metavar="NAME=PATH")
+    b.add_argument("--mode", default="best", choices=["base", "sym", "joint", "best", "all"])
+    b.set_defaults(func=cmd_bounds)
 
     s = sub.add_parser("spec", help="write an error-bound property |N(x)_i - Q(x)_i| < eps over an L-inf box")
     s.add_argument("--center", required=True, help="comma-separated values, or a .npy/.txt file")
