@@ -27,6 +27,13 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1)
 
 
+def affine_error(op: ops.Affine, bounds: Bounds) -> np.ndarray:
+    """Bound (B, out) on the float32 rounding error of evaluating ``op`` (γ_n with n + 2 terms)."""
+    mag_in = _mag(bounds, op.inputs[0])
+    err = (op.W.shape[0] + 2) * U * (mag_in @ np.abs(op.W) + (0 if op.b is None else np.abs(op.b)))
+    return err + TINY * (op.W.shape[0] + 2)
+
+
 def _mag(bounds: Bounds, name: str) -> np.ndarray:
     lo, hi = bounds[name]
     return _flat(np.maximum(np.abs(lo), np.abs(hi)))
@@ -86,15 +93,15 @@ def linear_bounds(graph: Graph, bounds: Bounds, relaxations: Relaxations, target
 def _back(graph: Graph, op: ops.Op, L: np.ndarray, bounds: Bounds, relaxations: Relaxations,
           const: np.ndarray):
     """Coefficients on ``op``'s inputs for the objective ``L·op.output``; adds to ``const``."""
+    if hasattr(op, "back_substitute"):  # analysis-only ops define their own rule
+        return op.back_substitute(L, bounds, const)
     if isinstance(op, ops.Affine):
-        mag_in = _mag(bounds, op.inputs[0])
-        err = (op.W.shape[0] + 2) * U * (mag_in @ np.abs(op.W) + (0 if op.b is None else np.abs(op.b)))
-        err = err + TINY * (op.W.shape[0] + 2)
+        err = affine_error(op, bounds)
         if op.b is not None:
             const += L @ op.b
         const -= np.einsum("brn,bn->br", np.abs(L), err)
         return [(op.inputs[0], L @ op.W.T)]
-    if isinstance(op, NONLINEAR):
+    if isinstance(op, NONLINEAR) or getattr(op, "relaxed", False):
         aL, bL, aU, bU = relaxations.get(op, bounds)
         Lp, Ln = np.maximum(L, 0), np.minimum(L, 0)
         const += np.einsum("brn,bn->br", Lp, bL) + np.einsum("brn,bn->br", Ln, bU)

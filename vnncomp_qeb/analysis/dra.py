@@ -5,7 +5,10 @@
   (QEBVerif's Sym);
 - ``joint``: the difference itself back-substituted through both branches to the shared
   input, so their common part cancels;
-- ``best`` (default): the intersection of all three.
+- ``diff``: symbolic differences layer by layer (:mod:`difference`, layered twins only; other
+  graphs fall back to ``joint``), tightest when Q has many bits;
+- ``best`` (default): the intersection of base, joint and diff (sym never beat joint in
+  ``scripts/bench_dra.py``, so it is left out of the default for speed).
 Intermediate bounds are refined by back-substitution at every nonlinear op (full CROWN).
 Works on any graph of the IR (normalised by :func:`vnncomp_qeb.ir.fuse.normalise`); batched
 over boxes, in chunks that bound memory.
@@ -16,13 +19,14 @@ from __future__ import annotations
 import numpy as np
 
 from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, linear_bounds
+from vnncomp_qeb.analysis.difference import DifferenceAnalysis, difference_graph
 from vnncomp_qeb.analysis.interval import propagate_op
 from vnncomp_qeb.analysis.relax import NONLINEAR
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.ir.twin import find_twins
 
-MODES = ("base", "sym", "joint", "best")
+MODES = ("base", "sym", "joint", "diff", "best")
 _FLOATS_PER_CHUNK = 3e7  # coefficient entries kept at once (~240 MB)
 
 
@@ -106,17 +110,32 @@ def difference_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray,
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+_DIFF_GRAPHS: dict[int, object] = {}
+
+
+def _difference_graph(graph: Graph):
+    """The graph's difference graph (or None), built once per graph."""
+    key = id(graph)
+    if key not in _DIFF_GRAPHS:
+        _DIFF_GRAPHS[key] = (graph, difference_graph(graph))
+    return _DIFF_GRAPHS[key][1]
+
+
 def _difference_chunk(graph, lower, upper, mode):
     bounds, relaxations = refined_bounds(graph, lower, upper, symbolic=(mode != "base"))
     lo, hi = _outputs(graph, bounds)
-    if mode in ("sym", "best"):
-        s_lo, s_hi = _sym(graph, bounds, relaxations)
-        lo, hi = (s_lo, s_hi) if mode == "sym" else (np.maximum(lo, s_lo), np.minimum(hi, s_hi))
-    if mode in ("joint", "best"):
-        found = _output_matrix(graph)
-        if found is not None:
-            j_lo, j_hi = linear_bounds(graph, bounds, relaxations, *found)
-            lo, hi = (j_lo, j_hi) if mode == "joint" else (np.maximum(lo, j_lo), np.minimum(hi, j_hi))
+    if mode == "base":
+        return lo, hi
+    if mode == "sym":
+        return _sym(graph, bounds, relaxations)
+    found = _output_matrix(graph)
+    dg = _difference_graph(graph) if mode in ("diff", "best") else None
+    if dg is not None:
+        d_lo, d_hi = DifferenceAnalysis(dg, bounds, relaxations).output_bounds()
+        lo, hi = np.maximum(lo, d_lo), np.minimum(hi, d_hi)
+    if found is not None and (mode in ("joint", "best") or dg is None):
+        j_lo, j_hi = linear_bounds(graph, bounds, relaxations, *found)
+        lo, hi = np.maximum(lo, j_lo), np.minimum(hi, j_hi)
     return lo, hi
 
 
@@ -129,14 +148,15 @@ def row_lower_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, A: np.n
         L, U_ = lower[i:i + step], upper[i:i + step]
         bounds, relaxations = refined_bounds(graph, L, U_)
         lo, hi = _outputs(graph, bounds)
-        s_lo, s_hi = _sym(graph, bounds, relaxations)
-        lo, hi = np.maximum(lo, s_lo), np.minimum(hi, s_hi)
         from_box = lo @ np.maximum(A, 0).T + hi @ np.minimum(A, 0).T
         from_box -= 1e-12 * (np.abs(lo) + np.abs(hi)) @ np.abs(A).T
         found = _output_matrix(graph)
         if found is not None:
             joint, _ = linear_bounds(graph, bounds, relaxations, found[0], A)
             from_box = np.maximum(from_box, joint)
+        dg = _difference_graph(graph)
+        if dg is not None:
+            from_box = np.maximum(from_box, DifferenceAnalysis(dg, bounds, relaxations).rows(A)[0])
         out.append(from_box)
     return np.concatenate(out)
 

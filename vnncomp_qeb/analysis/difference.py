@@ -1,0 +1,257 @@
+"""Symbolic difference analysis for layered twins (NeuroDiff-style).
+
+For paired layers ``z_k = W_k·a_{k−1} + b_k``, ``a_k = f(z_k)`` (float) and
+``ẑ_k = Ŵ_k·â_{k−1} + b̂_k``, ``â_k = f̂(ẑ_k)`` (quantized), the differences
+``Δz_k = z_k − ẑ_k`` and ``δ_k = a_k − â_k`` obey
+``Δz_k = Ŵ_k·δ_{k−1} + (W_k − Ŵ_k)·a_{k−1} + (b_k − b̂_k)`` (linear) and
+``δ_k = f(z_k) − f̂(z_k − Δz_k)``, relaxed linearly in ``Δz_k``: exactly ``Δz`` where both
+activations are provably linear, 0 where both are clamped on the same side, chords of
+``[min(0, Δz), max(0, Δz)]`` otherwise, plus the constant effect of different clamp ranges and
+of rounding. The difference graph is then bounded by the same back-substitution as everything
+else, with the float branch's bounds taken from the joint analysis. Differences are small when
+Q has many bits, and this is where bounding N and Q apart (and subtracting) loses most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, affine_error, linear_bounds
+from vnncomp_qeb.analysis.interval import ROUND_ABS, ROUND_REL, U, propagate_op
+from vnncomp_qeb.ir import ops
+from vnncomp_qeb.ir.graph import Graph
+from vnncomp_qeb.ir.twin import Twin, find_twins
+
+_ACTS = (ops.Relu, ops.Clip, ops.FakeQuant, ops.Round)
+
+
+@dataclass(eq=False)
+class DiffActivation(ops.Op):
+    """``δ = f(z) − f̂(z − Δz)`` for the N activation ``act`` on tensor ``z`` and the Q activation
+    ``qact`` on tensor ``zq``; its single input is ``Δz``. Analysis only (no forward)."""
+
+    act: ops.Op = None
+    qact: ops.Op = None
+    kind = "DiffActivation"
+    relaxed = True
+
+    def forward(self, dz):  # shapes only: the difference graph is never evaluated
+        return np.zeros_like(dz)
+
+
+@dataclass(eq=False)
+class Float32Noise(ops.Op):
+    """``Δz + e`` where ``|e|`` bounds the float32 error of computing the paired affine layers
+    (and the final subtraction) separately, as onnxruntime does. Analysis only."""
+
+    layers: tuple = ()
+    kind = "Float32Noise"
+
+    def forward(self, x):
+        return x
+
+    def error(self, bounds: Bounds) -> np.ndarray:
+        err = sum(affine_error(a, bounds) for a in self.layers)
+        mag = np.maximum(np.abs(bounds[self.inputs[0]][0]), np.abs(bounds[self.inputs[0]][1]))
+        return err + U * mag.reshape(mag.shape[0], -1)  # the subtraction itself
+
+    def back_substitute(self, L, bounds, const):
+        const -= np.einsum("brn,bn->br", np.abs(L), self.error(bounds))
+        return [(self.inputs[0], L)]
+
+    def propagate(self, bounds: Bounds):
+        lo, hi = bounds[self.inputs[0]]
+        err = self.error(bounds).reshape(lo.shape)
+        return lo - err, hi + err
+
+
+def _clamp_form(op: ops.Op, lo: np.ndarray, hi: np.ndarray):
+    """(a, b, e): the op is within ``e`` of ``clamp(x, a, b)`` (real units) on [lo, hi]."""
+    if isinstance(op, ops.Relu):
+        return 0.0, np.inf, 0.0
+    if isinstance(op, ops.Clip):
+        return op.lo, op.hi, 0.0
+    s = np.asarray(op.scale, dtype=np.float64) if isinstance(op, ops.FakeQuant) else 1.0
+    band = {"floor": 1.0, "ceil": 1.0, "toward_zero": 1.0}.get(op.mode, 0.5)
+    t = np.maximum(np.abs(lo), np.abs(hi)) / s
+    e = s * (band + t * ROUND_REL + ROUND_ABS) + U * np.abs(s) * (t + 1)
+    if isinstance(op, ops.FakeQuant):
+        return s * (op.qmin - op.zero_point), s * (op.qmax - op.zero_point), e
+    return -np.inf, np.inf, e
+
+
+def _diff_relaxation(op: DiffActivation, bounds: Bounds):
+    """``(aL, bL, aU, bU)`` with ``aL·Δz + bL ≤ δ ≤ aU·Δz + bU`` (flat, batched)."""
+    flat = lambda v: v.reshape(v.shape[0], -1)  # noqa: E731
+    zl, zu = (flat(v) for v in bounds[op.act.inputs[0]])
+    ql, qu = (flat(v) for v in bounds[op.qact.inputs[0]])
+    dl, du = (flat(v) for v in bounds[op.inputs[0]])
+    a, b, e_n = _clamp_form(op.act, zl, zu)
+    qa, qb, e_q = _clamp_form(op.qact, ql, qu)
+    a, b, qa, qb = (np.broadcast_to(v, zl.shape) for v in (a, b, qa, qb))
+    # g(z) − ĝ(ẑ) = [g(z) − g(ẑ)] + [g(ẑ) − ĝ(ẑ)]; the second part is monotone in ẑ when the
+    # lower clamps agree, so its range is that of its end values
+    g = lambda v, lo_, hi_: np.clip(v, lo_, hi_)  # noqa: E731
+    h_l, h_u = g(ql, a, b) - g(ql, qa, qb), g(qu, a, b) - g(qu, qa, qb)
+    same_lower = a == qa
+    c_lo = np.where(same_lower, np.minimum(h_l, h_u), -np.inf)
+    c_hi = np.where(same_lower, np.maximum(h_l, h_u), np.inf)
+    # g(z) − g(ẑ) with z − ẑ = Δz: exactly Δz, 0, or between min(0, Δz) and max(0, Δz)
+    linear = (zl >= a) & (zu <= b) & (ql >= a) & (qu <= b)
+    flat_low = (zu <= a) & (qu <= a)
+    flat_high = (zl >= b) & (ql >= b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        width = np.where(du > dl, du - dl, 1.0)
+        low_slope = np.where(dl >= 0, 0.0, np.where(du <= 0, 1.0, -dl / width))
+        low_icpt = np.where((dl < 0) & (du > 0), dl * du / width, 0.0)
+        up_slope = np.where(du <= 0, 0.0, np.where(dl >= 0, 1.0, du / width))
+        up_icpt = np.where((dl < 0) & (du > 0), -dl * du / width, 0.0)
+    low_slope = np.where(linear, 1.0, np.where(flat_low | flat_high, 0.0, low_slope))
+    low_icpt = np.where(linear | flat_low | flat_high, 0.0, low_icpt)
+    up_slope = np.where(linear, 1.0, np.where(flat_low | flat_high, 0.0, up_slope))
+    up_icpt = np.where(linear | flat_low | flat_high, 0.0, up_icpt)
+    err = e_n + e_q
+    aL, bL = low_slope, low_icpt + c_lo - err
+    aU, bU = up_slope, up_icpt + c_hi + err
+    # where the constant bounds of both activations are tighter, use them (slope 0)
+    al, au = (flat(v) for v in bounds[op.act.output])
+    ql_out, qu_out = (flat(v) for v in bounds[op.qact.output])
+    const_lo, const_hi = al - qu_out, au - ql_out
+    lin_width = np.maximum(aU * du + bU, aU * dl + bU) - np.minimum(aL * dl + bL, aL * du + bL)
+    use_const = ~np.isfinite(lin_width) | (const_hi - const_lo <= lin_width)
+    return (np.where(use_const, 0.0, aL), np.where(use_const, const_lo, bL),
+            np.where(use_const, 0.0, aU), np.where(use_const, const_hi, bU))
+
+
+def _layers(twin: Twin):
+    """Per branch: [(Affine, activation or None)], when both branches are plain layer stacks."""
+    out = []
+    for branch in (twin.float_ops, twin.quant_ops):
+        layers, i = [], 0
+        while i < len(branch):
+            if not isinstance(branch[i], ops.Affine):
+                return None
+            act = branch[i + 1] if i + 1 < len(branch) and isinstance(branch[i + 1], _ACTS) else None
+            if act is not None and act.inputs[0] != branch[i].output:
+                return None
+            layers.append((branch[i], act))
+            i += 2 if act is not None else 1
+        out.append(layers)
+    n_layers, q_layers = out
+    if len(n_layers) != len(q_layers) or n_layers[-1][1] is not None or q_layers[-1][1] is not None:
+        return None
+    for (fa, f_act), (qa, q_act) in zip(n_layers, q_layers):
+        if fa.W.shape != qa.W.shape or (f_act is None) != (q_act is None):
+            return None
+    if n_layers[0][0].inputs != q_layers[0][0].inputs:
+        return None
+    for k in range(1, len(n_layers)):  # each layer reads the previous activation
+        if n_layers[k][0].inputs[0] != n_layers[k - 1][1].output or q_layers[k][0].inputs[0] != q_layers[k - 1][1].output:
+            return None
+    return n_layers, q_layers
+
+
+class DifferenceGraph:
+    """The difference graph of a layered twin: the float branch plus Δz / δ per layer."""
+
+    def __init__(self, graph: Graph, twin: Twin, layers):
+        n_layers, q_layers = layers
+        self.twin = twin
+        new_ops: list[ops.Op] = list(twin.shared_ops)
+        shapes = dict(graph.shapes)
+        delta = None
+        for k, ((fa, f_act), (qa, q_act)) in enumerate(zip(n_layers, q_layers)):
+            new_ops.append(fa)
+            if f_act is not None:
+                new_ops.append(f_act)
+            bias = (0 if fa.b is None else fa.b) - (0 if qa.b is None else qa.b)
+            own = ops.Affine(fa.inputs, f"Δlin{k}", W=fa.W - qa.W, b=np.broadcast_to(bias, (fa.W.shape[1],)).copy())
+            shapes[own.output] = shapes[fa.output]
+            new_ops.append(own)
+            dz = own.output
+            if delta is not None:
+                carried = ops.Affine((delta,), f"Δcarry{k}", W=qa.W, b=None)
+                total = ops.Add((own.output, carried.output), f"Δsum{k}")
+                shapes[carried.output] = shapes[total.output] = shapes[fa.output]
+                new_ops += [carried, total]
+                dz = total.output
+            noise = Float32Noise((dz,), f"Δz{k}", layers=(fa, qa))
+            shapes[noise.output] = shapes[fa.output]
+            new_ops.append(noise)
+            dz = noise.output
+            if f_act is not None:
+                act = DiffActivation((dz,), f"δ{k}", act=f_act, qact=q_act)
+                shapes[act.output] = shapes[fa.output]
+                new_ops.append(act)
+                delta = act.output
+            else:
+                self.output = dz
+        self.graph = Graph(graph.input_name, graph.input_shape, new_ops, [self.output], shapes=shapes, name="Δ")
+
+
+def difference_graph(graph: Graph) -> DifferenceGraph | None:
+    """The difference graph of the graph's twin, when it has exactly one layered twin whose
+    difference is the graph's only output."""
+    twins = find_twins(graph)
+    if len(twins) != 1 or graph.outputs != [twins[0].sub.output]:
+        return None
+    layers = _layers(twins[0])
+    return DifferenceGraph(graph, twins[0], layers) if layers else None
+
+
+class _DiffRelaxations(Relaxations):
+    def get(self, op, bounds):
+        if isinstance(op, DiffActivation):
+            if id(op) not in self.cache:
+                self.cache[id(op)] = _diff_relaxation(op, bounds)
+            return self.cache[id(op)]
+        return super().get(op, bounds)
+
+
+class DifferenceAnalysis:
+    """Bounds on the difference graph of one batch of boxes, from the original graph's refined
+    bounds (every N and Q tensor); ``rows(A)`` bounds ``A·(N − Q)`` as the twin computes it."""
+
+    def __init__(self, dg: DifferenceGraph, bounds: Bounds, relaxations: Relaxations):
+        self.dg = dg
+        g = dg.graph
+        local: Bounds = dict(bounds)
+        rel = _DiffRelaxations()
+        rel.cache = dict(relaxations.cache)
+        for op in g.ops:
+            if op.output in bounds:
+                continue  # float branch and shared ops: already bounded
+            if isinstance(op, DiffActivation):
+                dz = op.inputs[0]
+                lo, hi = linear_bounds(g, local, rel, dz, np.eye(int(np.prod(g.shapes[dz]))))
+                zl, zu = bounds[op.act.inputs[0]]
+                ql, qu = bounds[op.qact.inputs[0]]
+                old_lo, old_hi = local[dz]
+                shape = old_lo.shape
+                local[dz] = (np.maximum.reduce([old_lo, lo.reshape(shape), zl - qu]),
+                             np.minimum.reduce([old_hi, hi.reshape(shape), zu - ql]))
+                aL, bL, aU, bU = rel.get(op, local)
+                dlo, dhi = (v.reshape(v.shape[0], -1) for v in local[dz])
+                local[op.output] = ((np.minimum(aL * dlo, aL * dhi) + bL).reshape(shape),
+                                    (np.maximum(aU * dlo, aU * dhi) + bU).reshape(shape))
+            elif isinstance(op, Float32Noise):
+                local[op.output] = op.propagate(local)
+            else:
+                local[op.output] = propagate_op(op, [local[n] for n in op.inputs])
+        self.local, self.rel = local, rel
+
+    def rows(self, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds (B, rows) of ``A·y`` where y is the twin's output N − Q."""
+        g, out = self.dg.graph, self.dg.output
+        C = A * self.dg.twin.sign
+        lo, hi = linear_bounds(g, self.local, self.rel, out, C)
+        flat_lo, flat_hi = (v.reshape(v.shape[0], -1) for v in self.local[out])
+        box_lo = flat_lo @ np.maximum(C, 0).T + flat_hi @ np.minimum(C, 0).T
+        box_hi = flat_hi @ np.maximum(C, 0).T + flat_lo @ np.minimum(C, 0).T
+        return np.maximum(lo, box_lo), np.minimum(hi, box_hi)
+
+    def output_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds (B, m) of the twin's output."""
+        return self.rows(np.eye(int(np.prod(self.dg.graph.shapes[self.dg.output]))))
