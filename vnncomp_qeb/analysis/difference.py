@@ -29,11 +29,16 @@ _ACTS = (ops.Relu, ops.Clip, ops.FakeQuant, ops.Round)
 
 @dataclass(eq=False)
 class DiffActivation(ops.Op):
-    """``δ = f(z) − f̂(z − Δz)`` for the N activation ``act`` on tensor ``z`` and the Q activation
-    ``qact`` on tensor ``zq``; its single input is ``Δz``. Analysis only (no forward)."""
+    """``δ = f(z) − f̂(ẑ)`` with ``ẑ = z − Δz``: the N activation ``act`` (None: identity) maps
+    tensor ``z`` to ``a``, the Q activation ``qact`` maps ``zq`` to ``aq``; the single input is
+    ``Δz``. Analysis only (no forward)."""
 
-    act: ops.Op = None
-    qact: ops.Op = None
+    act: ops.Op | None = None
+    qact: ops.Op | None = None
+    z: str = ""
+    a: str = ""
+    zq: str = ""
+    aq: str = ""
     kind = "DiffActivation"
     relaxed = True
 
@@ -67,8 +72,10 @@ class Float32Noise(ops.Op):
         return lo - err, hi + err
 
 
-def _clamp_form(op: ops.Op, lo: np.ndarray, hi: np.ndarray):
+def _clamp_form(op: ops.Op | None, lo: np.ndarray, hi: np.ndarray):
     """(a, b, e): the op is within ``e`` of ``clamp(x, a, b)`` (real units) on [lo, hi]."""
+    if op is None:
+        return -np.inf, np.inf, 0.0
     if isinstance(op, ops.Relu):
         return 0.0, np.inf, 0.0
     if isinstance(op, ops.Clip):
@@ -85,8 +92,8 @@ def _clamp_form(op: ops.Op, lo: np.ndarray, hi: np.ndarray):
 def _diff_relaxation(op: DiffActivation, bounds: Bounds):
     """``(aL, bL, aU, bU)`` with ``aL·Δz + bL ≤ δ ≤ aU·Δz + bU`` (flat, batched)."""
     flat = lambda v: v.reshape(v.shape[0], -1)  # noqa: E731
-    zl, zu = (flat(v) for v in bounds[op.act.inputs[0]])
-    ql, qu = (flat(v) for v in bounds[op.qact.inputs[0]])
+    zl, zu = (flat(v) for v in bounds[op.z])
+    ql, qu = (flat(v) for v in bounds[op.zq])
     dl, du = (flat(v) for v in bounds[op.inputs[0]])
     a, b, e_n = _clamp_form(op.act, zl, zu)
     qa, qb, e_q = _clamp_form(op.qact, ql, qu)
@@ -112,12 +119,26 @@ def _diff_relaxation(op: DiffActivation, bounds: Bounds):
     low_icpt = np.where(linear | flat_low | flat_high, 0.0, low_icpt)
     up_slope = np.where(linear, 1.0, np.where(flat_low | flat_high, 0.0, up_slope))
     up_icpt = np.where(linear | flat_low | flat_high, 0.0, up_icpt)
+    # one side provably linear (ReluDiff's stable cases): with φ(v) = v − clamp(v, a, b),
+    # monotone, N linear gives Δz + φ(ẑ), Q linear gives Δz − φ(z): slope 1, small offsets
+    phi = lambda v: v - np.clip(v, a, b)  # noqa: E731
+    with np.errstate(invalid="ignore"):
+        chord_gap = np.where((dl < 0) & (du > 0), -2 * dl * du / width, 0.0)
+        n_lin, q_lin = (zl >= a) & (zu <= b), (ql >= a) & (qu <= b)
+        gap_n = np.where(n_lin, phi(qu) - phi(ql), np.inf)
+        gap_q = np.where(q_lin, phi(zu) - phi(zl), np.inf)
+    pick_n = ~linear & ~flat_low & ~flat_high & (gap_n < chord_gap) & (gap_n <= gap_q)
+    pick_q = ~linear & ~flat_low & ~flat_high & ~pick_n & (gap_q < chord_gap)
+    low_slope = np.where(pick_n | pick_q, 1.0, low_slope)
+    up_slope = np.where(pick_n | pick_q, 1.0, up_slope)
+    low_icpt = np.where(pick_n, phi(ql), np.where(pick_q, -phi(zu), low_icpt))
+    up_icpt = np.where(pick_n, phi(qu), np.where(pick_q, -phi(zl), up_icpt))
     err = e_n + e_q
     aL, bL = low_slope, low_icpt + c_lo - err
     aU, bU = up_slope, up_icpt + c_hi + err
     # where the constant bounds of both activations are tighter, use them (slope 0)
-    al, au = (flat(v) for v in bounds[op.act.output])
-    ql_out, qu_out = (flat(v) for v in bounds[op.qact.output])
+    al, au = (flat(v) for v in bounds[op.a])
+    ql_out, qu_out = (flat(v) for v in bounds[op.aq])
     const_lo, const_hi = al - qu_out, au - ql_out
     lin_width = np.maximum(aU * du + bU, aU * dl + bU) - np.minimum(aL * dl + bL, aL * du + bL)
     use_const = ~np.isfinite(lin_width) | (const_hi - const_lo <= lin_width)
@@ -125,43 +146,61 @@ def _diff_relaxation(op: DiffActivation, bounds: Bounds):
             np.where(use_const, 0.0, aU), np.where(use_const, const_hi, bU))
 
 
-def _layers(twin: Twin):
-    """Per branch: [(Affine, activation or None)], when both branches are plain layer stacks."""
-    out = []
-    for branch in (twin.float_ops, twin.quant_ops):
-        layers, i = [], 0
-        while i < len(branch):
-            if not isinstance(branch[i], ops.Affine):
-                return None
-            act = branch[i + 1] if i + 1 < len(branch) and isinstance(branch[i + 1], _ACTS) else None
-            if act is not None and act.inputs[0] != branch[i].output:
-                return None
-            layers.append((branch[i], act))
-            i += 2 if act is not None else 1
-        out.append(layers)
-    n_layers, q_layers = out
-    if len(n_layers) != len(q_layers) or n_layers[-1][1] is not None or q_layers[-1][1] is not None:
-        return None
-    for (fa, f_act), (qa, q_act) in zip(n_layers, q_layers):
-        if fa.W.shape != qa.W.shape or (f_act is None) != (q_act is None):
+def _stack(branch: list[ops.Op]):
+    """[(Affine, activation or None)] of a plain layer stack, or None."""
+    layers, i = [], 0
+    while i < len(branch):
+        if not isinstance(branch[i], ops.Affine):
             return None
-    if n_layers[0][0].inputs != q_layers[0][0].inputs:
+        act = branch[i + 1] if i + 1 < len(branch) and isinstance(branch[i + 1], _ACTS) else None
+        if act is not None and act.inputs[0] != branch[i].output:
+            return None
+        layers.append((branch[i], act))
+        i += 2 if act is not None else 1
+    return layers
+
+
+def _layers(twin: Twin):
+    """(input quantizer of Q or None, N layers, Q layers) when both branches are layer stacks
+    that read the same tensor; Q may quantize its input and its output where N does not."""
+    q_ops = list(twin.quant_ops)
+    q_input = None
+    if q_ops and isinstance(q_ops[0], ops.FakeQuant) and len(q_ops) > 1 and q_ops[1].inputs[0] == q_ops[0].output:
+        q_input, q_ops = q_ops[0], q_ops[1:]
+    n_layers, q_layers = _stack(twin.float_ops), _stack(q_ops)
+    if not n_layers or not q_layers or len(n_layers) != len(q_layers) or n_layers[-1][1] is not None:
+        return None
+    for k, ((fa, f_act), (qa, q_act)) in enumerate(zip(n_layers, q_layers)):
+        last = k == len(n_layers) - 1
+        if fa.W.shape != qa.W.shape or (not last and (f_act is None or q_act is None)):
+            return None
+    source = q_input.inputs[0] if q_input is not None else q_layers[0][0].inputs[0]
+    if n_layers[0][0].inputs[0] != source:
         return None
     for k in range(1, len(n_layers)):  # each layer reads the previous activation
         if n_layers[k][0].inputs[0] != n_layers[k - 1][1].output or q_layers[k][0].inputs[0] != q_layers[k - 1][1].output:
             return None
-    return n_layers, q_layers
+    return q_input, n_layers, q_layers
 
 
 class DifferenceGraph:
     """The difference graph of a layered twin: the float branch plus Δz / δ per layer."""
 
     def __init__(self, graph: Graph, twin: Twin, layers):
-        n_layers, q_layers = layers
+        q_input, n_layers, q_layers = layers
         self.twin = twin
+        self.source = graph
         new_ops: list[ops.Op] = list(twin.shared_ops)
         shapes = dict(graph.shapes)
         delta = None
+        if q_input is not None:  # δ0 = x − fq(x): Q quantizes the input N reads as it is
+            x = q_input.inputs[0]
+            zero = ops.MulConst((x,), "Δz_in", c=np.float64(0.0))
+            act = DiffActivation((zero.output,), "δ_in", act=None, qact=q_input, z=x, a=x, zq=x,
+                                 aq=q_input.output)
+            shapes[zero.output] = shapes[act.output] = shapes[x]
+            new_ops += [zero, act]
+            delta = act.output
         for k, ((fa, f_act), (qa, q_act)) in enumerate(zip(n_layers, q_layers)):
             new_ops.append(fa)
             if f_act is not None:
@@ -181,13 +220,14 @@ class DifferenceGraph:
             shapes[noise.output] = shapes[fa.output]
             new_ops.append(noise)
             dz = noise.output
-            if f_act is not None:
-                act = DiffActivation((dz,), f"δ{k}", act=f_act, qact=q_act)
+            if q_act is not None:
+                a_name = f_act.output if f_act is not None else fa.output
+                act = DiffActivation((dz,), f"δ{k}", act=f_act, qact=q_act, z=fa.output, a=a_name,
+                                     zq=qa.output, aq=q_act.output)
                 shapes[act.output] = shapes[fa.output]
                 new_ops.append(act)
-                delta = act.output
-            else:
-                self.output = dz
+                delta = dz = act.output
+        self.output = dz
         self.graph = Graph(graph.input_name, graph.input_shape, new_ops, [self.output], shapes=shapes, name="Δ")
 
 
@@ -225,13 +265,19 @@ class DifferenceAnalysis:
                 continue  # float branch and shared ops: already bounded
             if isinstance(op, DiffActivation):
                 dz = op.inputs[0]
-                lo, hi = linear_bounds(g, local, rel, dz, np.eye(int(np.prod(g.shapes[dz]))))
-                zl, zu = bounds[op.act.inputs[0]]
-                ql, qu = bounds[op.qact.inputs[0]]
+                eye = np.eye(int(np.prod(g.shapes[dz])))
+                lo, hi = linear_bounds(g, local, rel, dz, eye)
+                zl, zu = bounds[op.z]
+                ql, qu = bounds[op.zq]
                 old_lo, old_hi = local[dz]
                 shape = old_lo.shape
-                local[dz] = (np.maximum.reduce([old_lo, lo.reshape(shape), zl - qu]),
-                             np.minimum.reduce([old_hi, hi.reshape(shape), zu - ql]))
+                new_lo = [old_lo, lo.reshape(shape), zl - qu]
+                new_hi = [old_hi, hi.reshape(shape), zu - ql]
+                if op.z != op.zq:  # z − ẑ back-substituted jointly through the original graph
+                    j_lo, j_hi = linear_bounds(dg.source, bounds, relaxations, {op.z: eye, op.zq: -eye})
+                    new_lo.append(j_lo.reshape(shape))
+                    new_hi.append(j_hi.reshape(shape))
+                local[dz] = (np.maximum.reduce(new_lo), np.minimum.reduce(new_hi))
                 aL, bL, aU, bU = rel.get(op, local)
                 dlo, dhi = (v.reshape(v.shape[0], -1) for v in local[dz])
                 local[op.output] = ((np.minimum(aL * dlo, aL * dhi) + bL).reshape(shape),
