@@ -77,20 +77,43 @@ def linear_bounds(graph: Graph, bounds: Bounds, relaxations: Relaxations, target
         for name, M in targets.items()}
     const = np.zeros((B, 2 * rows))
     needed = set().union(*(graph.ancestors(t) for t in targets))
+    leaves = input_leaves(graph)
+    value = np.zeros_like(const)  # concretised parts; const keeps the relaxations' offsets
     for op in reversed(graph.ops):
         if op.output not in needed or op.output not in lam:
             continue
         L = lam.pop(op.output)
+        if op.output in leaves:  # concretise here: the leaf's box is its exact reachable set
+            value = value + _concretise(L, bounds[op.output])
+            continue
         for name, coeff in _back(graph, op, L, bounds, relaxations, const):
             lam[name] = lam[name] + coeff if name in lam else coeff
-    lo, hi = bounds[graph.input_name]
-    lo, hi = _flat(lo), _flat(hi)
-    L = lam.pop(graph.input_name, np.zeros((B, 2 * rows, lo.shape[1])))
-    value = const + np.einsum("brn,bn->br", np.maximum(L, 0), lo) + np.einsum("brn,bn->br", np.minimum(L, 0), hi)
-    # our own float64 arithmetic: a generous relative margin
-    scale = np.abs(const) + np.einsum("brn,bn->br", np.abs(L), np.maximum(np.abs(lo), np.abs(hi)))
-    value = value - 1e-12 * scale - TINY
+    if graph.input_name in lam:
+        value = value + _concretise(lam.pop(graph.input_name), bounds[graph.input_name])
+    value = value + const
+    value = value - 1e-12 * np.abs(value) - TINY  # our own float64 arithmetic
     return value[:, :rows], -value[:, rows:]
+
+
+def _concretise(L: np.ndarray, box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Lower bound of ``L·t`` over the box of t, minus a margin for our own rounding."""
+    lo, hi = _flat(box[0]), _flat(box[1])
+    value = np.einsum("brn,bn->br", np.maximum(L, 0), lo) + np.einsum("brn,bn->br", np.minimum(L, 0), hi)
+    scale = np.einsum("brn,bn->br", np.abs(L), np.maximum(np.abs(lo), np.abs(hi)))
+    return value - 1e-12 * scale
+
+
+_ELEMENTWISE = (ops.FakeQuant, ops.Round, ops.Clip, ops.Relu)
+
+
+def input_leaves(graph: Graph) -> set[str]:
+    """Tensors computed elementwise from the input alone (an input snap): their interval box is
+    exactly the set of values they can take, so back-substitution stops there instead of
+    relaxing them (a rounding band would widen the box by half a step)."""
+    if not hasattr(graph, "_leaves"):
+        graph._leaves = {op.output for op in graph.ops
+                         if isinstance(op, _ELEMENTWISE) and op.inputs == (graph.input_name,)}
+    return graph._leaves
 
 
 def _back(graph: Graph, op: ops.Op, L: np.ndarray, bounds: Bounds, relaxations: Relaxations,

@@ -41,15 +41,50 @@ def refined_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, symbolic:
     shape = (B,) + tuple(graph.input_shape)
     bounds: Bounds = {graph.input_name: (lower.reshape(shape), upper.reshape(shape))}
     relaxations = Relaxations()
+    exact = _exact_by_intervals(graph)
     for op in graph.ops:
-        if symbolic and isinstance(op, NONLINEAR) and op.inputs[0] in graph.producer \
-                and not isinstance(graph.producer[op.inputs[0]], NONLINEAR):
+        if symbolic and isinstance(op, NONLINEAR) and op.inputs[0] not in exact:
             t = op.inputs[0]
-            lo, hi = linear_bounds(graph, bounds, relaxations, t, np.eye(_size(graph, t)))
             old_lo, old_hi = bounds[t]
-            bounds[t] = (np.maximum(old_lo, lo.reshape(old_lo.shape)), np.minimum(old_hi, hi.reshape(old_hi.shape)))
+            rows = _unstable(op, old_lo, old_hi)
+            if rows.size:
+                lo, hi = linear_bounds(graph, bounds, relaxations, t, np.eye(_size(graph, t))[rows])
+                flat_lo, flat_hi = old_lo.reshape(B, -1).copy(), old_hi.reshape(B, -1).copy()
+                flat_lo[:, rows] = np.maximum(flat_lo[:, rows], lo)
+                flat_hi[:, rows] = np.minimum(flat_hi[:, rows], hi)
+                bounds[t] = (flat_lo.reshape(old_lo.shape), flat_hi.reshape(old_hi.shape))
         bounds[op.output] = propagate_op(op, [bounds[n] for n in op.inputs])
     return bounds, relaxations
+
+
+def _exact_by_intervals(graph: Graph) -> set[str]:
+    """Tensors whose interval bounds are already exact: affine functions of the input or of an
+    input snap (an affine map of a box attains its interval bounds)."""
+    from vnncomp_qeb.analysis.backsub import input_leaves
+
+    exact = {graph.input_name} | input_leaves(graph)
+    for op in graph.ops:
+        if isinstance(op, ops.Affine) and op.inputs[0] in exact:
+            exact.add(op.output)
+    return exact
+
+
+def _unstable(op: ops.Op, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Flat indices (over the batch's union) of neurons whose interval crosses a kink of the op:
+    only those relaxations change when their input bounds are refined."""
+    from vnncomp_qeb.analysis.relax import _params
+
+    s, a, b, *_ = _params(op)
+    s = np.asarray(s, dtype=np.float64)
+    kinks = [k for k in (s * a, s * b) if np.all(np.isfinite(k))]
+    if isinstance(op, ops.Round) or not kinks:
+        return np.arange(0)
+    B = lo.shape[0]
+    cross = np.zeros(lo.reshape(B, -1).shape, dtype=bool)
+    for k in kinks:
+        k = np.broadcast_to(k, lo.shape[1:]).reshape(-1)
+        cross |= (lo.reshape(B, -1) < k) & (hi.reshape(B, -1) > k)
+    return np.flatnonzero(cross.any(axis=0))
 
 
 def _outputs(graph: Graph, bounds: Bounds) -> tuple[np.ndarray, np.ndarray]:
