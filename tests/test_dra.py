@@ -127,10 +127,9 @@ def test_batched_equals_one_at_a_time_and_best_is_intersection(twins):
     lo, hi = c - 0.1, c + 0.1
     results = {m: difference_bounds(graph, lo, hi, m) for m in MODES}
     for i in range(6):
-        # a batch refines the union of its boxes' unstable neurons, so it may be a hair tighter
         one = difference_bounds(graph, lo[i:i + 1], hi[i:i + 1], "best")
-        np.testing.assert_allclose(one[0][0], results["best"][0][i], rtol=1e-6, atol=1e-9)
-        np.testing.assert_allclose(one[1][0], results["best"][1][i], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(one[0][0], results["best"][0][i], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(one[1][0], results["best"][1][i], rtol=1e-9, atol=1e-12)
     for m in ("base", "joint", "diff"):  # sym is a baseline only, not part of best
         assert np.all(results["best"][0] >= results[m][0] - 1e-12)
         assert np.all(results["best"][1] <= results[m][1] + 1e-12)

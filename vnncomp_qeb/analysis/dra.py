@@ -46,12 +46,14 @@ def refined_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, symbolic:
         if symbolic and isinstance(op, NONLINEAR) and op.inputs[0] not in exact:
             t = op.inputs[0]
             old_lo, old_hi = bounds[t]
-            rows = _unstable(op, old_lo, old_hi)
-            if rows.size:
+            cross = _unstable(op, old_lo, old_hi)
+            rows = np.flatnonzero(cross.any(axis=0))
+            if rows.size:  # one pass for the batch; each box keeps only its own unstable rows
                 lo, hi = linear_bounds(graph, bounds, relaxations, t, np.eye(_size(graph, t))[rows])
                 flat_lo, flat_hi = old_lo.reshape(B, -1).copy(), old_hi.reshape(B, -1).copy()
-                flat_lo[:, rows] = np.maximum(flat_lo[:, rows], lo)
-                flat_hi[:, rows] = np.minimum(flat_hi[:, rows], hi)
+                mine = cross[:, rows]
+                flat_lo[:, rows] = np.where(mine, np.maximum(flat_lo[:, rows], lo), flat_lo[:, rows])
+                flat_hi[:, rows] = np.where(mine, np.minimum(flat_hi[:, rows], hi), flat_hi[:, rows])
                 bounds[t] = (flat_lo.reshape(old_lo.shape), flat_hi.reshape(old_hi.shape))
         bounds[op.output] = propagate_op(op, [bounds[n] for n in op.inputs])
     return bounds, relaxations
@@ -70,21 +72,21 @@ def _exact_by_intervals(graph: Graph) -> set[str]:
 
 
 def _unstable(op: ops.Op, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Flat indices (over the batch's union) of neurons whose interval crosses a kink of the op:
-    only those relaxations change when their input bounds are refined."""
+    """(B, n) bool: neurons whose interval crosses a kink of the op (only their relaxations
+    depend on how tight their input bounds are)."""
     from vnncomp_qeb.analysis.relax import _params
 
     s, a, b, *_ = _params(op)
     s = np.asarray(s, dtype=np.float64)
     kinks = [k for k in (s * a, s * b) if np.all(np.isfinite(k))]
-    if isinstance(op, ops.Round) or not kinks:
-        return np.arange(0)
     B = lo.shape[0]
     cross = np.zeros(lo.reshape(B, -1).shape, dtype=bool)
+    if isinstance(op, ops.Round):
+        return cross
     for k in kinks:
         k = np.broadcast_to(k, lo.shape[1:]).reshape(-1)
         cross |= (lo.reshape(B, -1) < k) & (hi.reshape(B, -1) > k)
-    return np.flatnonzero(cross.any(axis=0))
+    return cross
 
 
 def _outputs(graph: Graph, bounds: Bounds) -> tuple[np.ndarray, np.ndarray]:
