@@ -89,6 +89,18 @@ def _clamp_form(op: ops.Op | None, lo: np.ndarray, hi: np.ndarray):
     return -np.inf, np.inf, e
 
 
+def _inexact(op: DiffActivation, bounds: Bounds) -> np.ndarray:
+    """(B, n) bool: neurons whose δ relaxation is not exact from the z and ẑ bounds alone."""
+    flat = lambda v: v.reshape(v.shape[0], -1)  # noqa: E731
+    zl, zu = (flat(v) for v in bounds[op.z])
+    ql, qu = (flat(v) for v in bounds[op.zq])
+    a, b, _ = _clamp_form(op.act, zl, zu)
+    qa, qb, _ = _clamp_form(op.qact, ql, qu)
+    both_linear = (zl >= a) & (zu <= b) & (ql >= qa) & (qu <= qb) & (np.broadcast_to(a == qa, zl.shape))
+    both_flat = ((zu <= a) & (qu <= qa)) | ((zl >= b) & (ql >= qb))
+    return ~(both_linear | both_flat)
+
+
 def _diff_relaxation(op: DiffActivation, bounds: Bounds):
     """``(aL, bL, aU, bU)`` with ``aL·Δz + bL ≤ δ ≤ aU·Δz + bU`` (flat, batched)."""
     flat = lambda v: v.reshape(v.shape[0], -1)  # noqa: E731
@@ -265,19 +277,26 @@ class DifferenceAnalysis:
                 continue  # float branch and shared ops: already bounded
             if isinstance(op, DiffActivation):
                 dz = op.inputs[0]
-                eye = np.eye(int(np.prod(g.shapes[dz])))
-                lo, hi = linear_bounds(g, local, rel, dz, eye)
                 zl, zu = bounds[op.z]
                 ql, qu = bounds[op.zq]
                 old_lo, old_hi = local[dz]
                 shape = old_lo.shape
-                new_lo = [old_lo, lo.reshape(shape), zl - qu]
-                new_hi = [old_hi, hi.reshape(shape), zu - ql]
-                if op.z != op.zq:  # z − ẑ back-substituted jointly through the original graph
-                    j_lo, j_hi = linear_bounds(dg.source, bounds, relaxations, {op.z: eye, op.zq: -eye})
-                    new_lo.append(j_lo.reshape(shape))
-                    new_hi.append(j_hi.reshape(shape))
-                local[dz] = (np.maximum.reduce(new_lo), np.minimum.reduce(new_hi))
+                B = shape[0]
+                new_lo = np.maximum(old_lo, zl - qu).reshape(B, -1)
+                new_hi = np.minimum(old_hi, zu - ql).reshape(B, -1)
+                # refine Δz only where the δ relaxation depends on it (not exact), per box
+                mine = _inexact(op, bounds)
+                rows = np.flatnonzero(mine.any(axis=0))
+                if rows.size:
+                    eye = np.eye(new_lo.shape[1])[rows]
+                    lo, hi = linear_bounds(g, local, rel, dz, eye)
+                    if op.z != op.zq:  # z − ẑ back-substituted jointly through the original graph
+                        j_lo, j_hi = linear_bounds(dg.source, bounds, relaxations, {op.z: eye, op.zq: -eye})
+                        lo, hi = np.maximum(lo, j_lo), np.minimum(hi, j_hi)
+                    m = mine[:, rows]
+                    new_lo[:, rows] = np.where(m, np.maximum(new_lo[:, rows], lo), new_lo[:, rows])
+                    new_hi[:, rows] = np.where(m, np.minimum(new_hi[:, rows], hi), new_hi[:, rows])
+                local[dz] = (new_lo.reshape(shape), new_hi.reshape(shape))
                 aL, bL, aU, bU = rel.get(op, local)
                 dlo, dhi = (v.reshape(v.shape[0], -1) for v in local[dz])
                 local[op.output] = ((np.minimum(aL * dlo, aL * dhi) + bL).reshape(shape),
