@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vnncomp_qeb.analysis.interval import TINY, U
+from vnncomp_qeb.analysis.interval import TINY, unit
 from vnncomp_qeb.analysis.relax import NONLINEAR, relax
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
@@ -28,9 +28,9 @@ def _flat(x: np.ndarray) -> np.ndarray:
 
 
 def affine_error(op: ops.Affine, bounds: Bounds) -> np.ndarray:
-    """Bound (B, out) on the float32 rounding error of evaluating ``op`` (γ_n with n + 2 terms)."""
+    """Bound (B, out) on the rounding error of evaluating ``op`` (γ_n with n + 2 terms)."""
     mag_in = _mag(bounds, op.inputs[0])
-    err = (op.W.shape[0] + 2) * U * (mag_in @ np.abs(op.W) + (0 if op.b is None else np.abs(op.b)))
+    err = (op.W.shape[0] + 2) * unit(op) * (mag_in @ np.abs(op.W) + (0 if op.b is None else np.abs(op.b)))
     return err + TINY * (op.W.shape[0] + 2)
 
 
@@ -134,7 +134,7 @@ def _back(graph: Graph, op: ops.Op, L: np.ndarray, bounds: Bounds, relaxations: 
         return [(op.inputs[0], Lp * aL[:, None, :] + Ln * aU[:, None, :])]
     # linear elementwise and structural ops: float32 error of arithmetic ones as a constant
     if isinstance(op, (ops.AddConst, ops.MulConst, ops.Add, ops.Sub)):
-        const -= np.einsum("brn,bn->br", np.abs(L), U * _mag(bounds, op.output) + TINY)
+        const -= np.einsum("brn,bn->br", np.abs(L), unit(op) * _mag(bounds, op.output) + TINY)
     shape = graph.shapes[op.output]
     if isinstance(op, ops.AddConst):
         const += L @ np.broadcast_to(op.c, shape).reshape(-1)

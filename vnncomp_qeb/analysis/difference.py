@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, affine_error, linear_bounds
-from vnncomp_qeb.analysis.interval import ROUND_ABS, ROUND_REL, U, propagate_op
+from vnncomp_qeb.analysis.interval import ROUND_ABS, propagate_op, round_rel, unit
+from vnncomp_qeb.analysis.interval import UNIT
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.ir.twin import Twin, find_twins
@@ -52,6 +53,7 @@ class Float32Noise(ops.Op):
     (and the final subtraction) separately, as onnxruntime does. Analysis only."""
 
     layers: tuple = ()
+    sub_precision: str = "float32"
     kind = "Float32Noise"
 
     def forward(self, x):
@@ -60,7 +62,7 @@ class Float32Noise(ops.Op):
     def error(self, bounds: Bounds) -> np.ndarray:
         err = sum(affine_error(a, bounds) for a in self.layers)
         mag = np.maximum(np.abs(bounds[self.inputs[0]][0]), np.abs(bounds[self.inputs[0]][1]))
-        return err + U * mag.reshape(mag.shape[0], -1)  # the subtraction itself
+        return err + UNIT[self.sub_precision] * mag.reshape(mag.shape[0], -1)  # the subtraction
 
     def back_substitute(self, L, bounds, const):
         const -= np.einsum("brn,bn->br", np.abs(L), self.error(bounds))
@@ -83,7 +85,7 @@ def _clamp_form(op: ops.Op | None, lo: np.ndarray, hi: np.ndarray):
     s = np.asarray(op.scale, dtype=np.float64) if isinstance(op, ops.FakeQuant) else 1.0
     band = {"floor": 1.0, "ceil": 1.0, "toward_zero": 1.0}.get(op.mode, 0.5)
     t = np.maximum(np.abs(lo), np.abs(hi)) / s
-    e = s * (band + t * ROUND_REL + ROUND_ABS) + U * np.abs(s) * (t + 1)
+    e = s * (band + t * round_rel(op) + ROUND_ABS) + unit(op) * np.abs(s) * (t + 1)
     if isinstance(op, ops.FakeQuant):
         return s * (op.qmin - op.zero_point), s * (op.qmax - op.zero_point), e
     return -np.inf, np.inf, e
@@ -207,7 +209,7 @@ class DifferenceGraph:
         delta = None
         if q_input is not None:  # δ0 = x − fq(x): Q quantizes the input N reads as it is
             x = q_input.inputs[0]
-            zero = ops.MulConst((x,), "Δz_in", c=np.float64(0.0))
+            zero = ops.MulConst((x,), "Δz_in", c=np.float64(0.0), precision="float64")
             act = DiffActivation((zero.output,), "δ_in", act=None, qact=q_input, z=x, a=x, zq=x,
                                  aq=q_input.output)
             shapes[zero.output] = shapes[act.output] = shapes[x]
@@ -218,17 +220,19 @@ class DifferenceGraph:
             if f_act is not None:
                 new_ops.append(f_act)
             bias = (0 if fa.b is None else fa.b) - (0 if qa.b is None else qa.b)
-            own = ops.Affine(fa.inputs, f"Δlin{k}", W=fa.W - qa.W, b=np.broadcast_to(bias, (fa.W.shape[1],)).copy())
+            # virtual ops (nothing computes them): float64; Float32Noise carries the real errors
+            own = ops.Affine(fa.inputs, f"Δlin{k}", W=fa.W - qa.W, b=np.broadcast_to(bias, (fa.W.shape[1],)).copy(),
+                             precision="float64")
             shapes[own.output] = shapes[fa.output]
             new_ops.append(own)
             dz = own.output
             if delta is not None:
-                carried = ops.Affine((delta,), f"Δcarry{k}", W=qa.W, b=None)
-                total = ops.Add((own.output, carried.output), f"Δsum{k}")
+                carried = ops.Affine((delta,), f"Δcarry{k}", W=qa.W, b=None, precision="float64")
+                total = ops.Add((own.output, carried.output), f"Δsum{k}", precision="float64")
                 shapes[carried.output] = shapes[total.output] = shapes[fa.output]
                 new_ops += [carried, total]
                 dz = total.output
-            noise = Float32Noise((dz,), f"Δz{k}", layers=(fa, qa))
+            noise = Float32Noise((dz,), f"Δz{k}", layers=(fa, qa), sub_precision=twin.sub.precision)
             shapes[noise.output] = shapes[fa.output]
             new_ops.append(noise)
             dz = noise.output

@@ -1,11 +1,11 @@
-"""Interval bound propagation over the IR, batched over boxes, sound for float32 execution.
+"""Interval bound propagation over the IR, batched over boxes, sound for floating-point execution.
 
-Every bound encloses both the exact real value and what onnxruntime computes in float32:
-arithmetic ops are widened by the standard rounding-error bound (γ_n = n·u for an n-term dot
-product, u = 2^-24, taken as 2^-23 to also cover our own float64 arithmetic), and every rounding
-step (FakeQuant, Round) is applied to an input interval widened by a relative 2^-21 and an
-absolute 1e-4 of an integer step, so ties and the fused kernels' float32 multiplier
-(DESIGN §2.4) can round either way.
+Every bound encloses both the exact real value and what onnxruntime computes in the type each
+op runs in (``op.precision``): arithmetic ops are widened by the standard rounding-error bound
+(γ_n = n·u for an n-term dot product, u the unit roundoff, doubled to also cover our own float64
+arithmetic), and every rounding step (FakeQuant, Round) is applied to an input interval widened
+by a relative 4u and an absolute 1e-4 of an integer step, so ties and the fused kernels' float32
+multiplier (DESIGN §2.4) can round either way.
 """
 
 from __future__ import annotations
@@ -15,10 +15,22 @@ import numpy as np
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
 
-U = 2.0**-23  # relative error per float32 operation (u = 2^-24), doubled for our own float64 work
+# relative error per operation: twice the unit roundoff of the type the op is computed in
+# (the factor two also covers our own float64 arithmetic)
+UNIT = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+U = UNIT["float32"]
 TINY = 1e-30  # absolute floor: covers underflow to subnormals
-ROUND_REL = 2.0**-21
 ROUND_ABS = 1e-4  # in units of the integer grid: widened ties
+
+
+def unit(op: ops.Op) -> float:
+    """Relative rounding error of one arithmetic step of ``op``."""
+    return UNIT[op.precision]
+
+
+def round_rel(op: ops.Op) -> float:
+    """Relative error of the value an op rounds (a few steps of arithmetic before it)."""
+    return 4 * UNIT[op.precision]
 
 
 def _widen(lo: np.ndarray, hi: np.ndarray, err: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -30,6 +42,7 @@ def _mag(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def _affine(op: ops.Affine, lo, hi):
+    u = unit(op)
     c = (lo + hi) / 2
     r = (hi - lo) / 2
     absW = np.abs(op.W)
@@ -40,30 +53,31 @@ def _affine(op: ops.Affine, lo, hi):
         yc = yc + op.b
         mag = mag + np.abs(op.b)
     n = op.W.shape[0] + 2
-    err = n * U * mag + TINY * n
+    err = n * u * mag + TINY * n
     return _widen(yc - yr, yc + yr, err)
 
 
-def _scale(lo, hi, c, divide: bool):
-    a = lo / c if divide else lo * c
-    b = hi / c if divide else hi * c
+def _scale(op: ops.MulConst, lo, hi):
+    a = lo / op.c if op.divide else lo * op.c
+    b = hi / op.c if op.divide else hi * op.c
     out_lo, out_hi = np.minimum(a, b), np.maximum(a, b)
-    return _widen(out_lo, out_hi, U * _mag(out_lo, out_hi) + TINY)
+    return _widen(out_lo, out_hi, unit(op) * _mag(out_lo, out_hi) + TINY)
 
 
-def _round_interval(mode: str, lo, hi):
+def _round_interval(op: ops.Op, lo, hi):
     """Round both ends after widening: rounding is monotone, ties may fall either way."""
-    lo = lo - (np.abs(lo) * ROUND_REL + ROUND_ABS)
-    hi = hi + (np.abs(hi) * ROUND_REL + ROUND_ABS)
-    return ops.round_with(mode, lo), ops.round_with(mode, hi)
+    rel = round_rel(op)
+    lo = lo - (np.abs(lo) * rel + ROUND_ABS)
+    hi = hi + (np.abs(hi) * rel + ROUND_ABS)
+    return ops.round_with(op.mode, lo), ops.round_with(op.mode, hi)
 
 
 def _fake_quant(op: ops.FakeQuant, lo, hi):
-    qlo, qhi = _round_interval(op.mode, lo / op.scale, hi / op.scale)
+    qlo, qhi = _round_interval(op, lo / op.scale, hi / op.scale)
     qlo = np.clip(qlo + op.zero_point, op.qmin, op.qmax)
     qhi = np.clip(qhi + op.zero_point, op.qmin, op.qmax)
     out_lo, out_hi = op.scale * (qlo - op.zero_point), op.scale * (qhi - op.zero_point)
-    return _widen(out_lo, out_hi, U * _mag(out_lo, out_hi))
+    return _widen(out_lo, out_hi, unit(op) * _mag(out_lo, out_hi))
 
 
 def propagate_op(op: ops.Op, bounds: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -73,17 +87,17 @@ def propagate_op(op: ops.Op, bounds: list[tuple[np.ndarray, np.ndarray]]) -> tup
     if isinstance(op, ops.AddConst):
         lo, hi = bounds[0]
         lo, hi = lo + op.c, hi + op.c
-        return _widen(lo, hi, U * _mag(lo, hi) + TINY)
+        return _widen(lo, hi, unit(op) * _mag(lo, hi) + TINY)
     if isinstance(op, ops.MulConst):
-        return _scale(*bounds[0], op.c, op.divide)
+        return _scale(op, *bounds[0])
     if isinstance(op, (ops.Add, ops.Sub)):
         (alo, ahi), (blo, bhi) = bounds
         lo, hi = (alo + blo, ahi + bhi) if isinstance(op, ops.Add) else (alo - bhi, ahi - blo)
-        return _widen(lo, hi, U * _mag(lo, hi) + TINY)
+        return _widen(lo, hi, unit(op) * _mag(lo, hi) + TINY)
     if isinstance(op, ops.FakeQuant):
         return _fake_quant(op, *bounds[0])
     if isinstance(op, ops.Round):
-        return _round_interval(op.mode, *bounds[0])
+        return _round_interval(op, *bounds[0])
     if isinstance(op, (ops.Relu, ops.Clip, ops.Reshape, ops.Gather)):  # monotone and exact
         lo, hi = bounds[0]
         return op.forward(lo), op.forward(hi)

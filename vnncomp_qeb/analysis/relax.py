@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vnncomp_qeb.analysis.interval import ROUND_ABS, ROUND_REL, U
+from vnncomp_qeb.analysis.interval import ROUND_ABS, round_rel, unit
 from vnncomp_qeb.ir import ops
 
 NONLINEAR = (ops.Relu, ops.Clip, ops.Round, ops.FakeQuant)
@@ -65,15 +65,15 @@ def relax(op: ops.Op, lo: np.ndarray, hi: np.ndarray, out_lo: np.ndarray, out_hi
     s = np.asarray(s, dtype=np.float64)
     tl, tu = lo / s, hi / s
     if rounding:
-        w = np.maximum(np.abs(tl), np.abs(tu)) * ROUND_REL + ROUND_ABS
+        w = np.maximum(np.abs(tl), np.abs(tu)) * round_rel(op) + ROUND_ABS
         h_lo, h_hi = h_lo + w, h_hi + w
     la, lb = _lower_line(tl - h_lo, tu - h_lo, a, b)
     ua, ub = _upper_line(tl + h_hi, tu + h_hi, a, b)
     # in t: y/s ≥ la·(t − h_lo) + lb, y/s ≤ ua·(t + h_hi) + ub; with t = x/s and y = s·(y/s):
     aL, bL = la + 0 * s, s * (lb - la * h_lo)
     aU, bU = ua + 0 * s, s * (ub + ua * h_hi)
-    if rounding:  # float32 product s·q
-        slack = U * np.maximum(np.abs(out_lo), np.abs(out_hi))
+    if rounding:  # the product s·q in floating point
+        slack = unit(op) * np.maximum(np.abs(out_lo), np.abs(out_hi))
         bL, bU = bL - slack, bU + slack
     pinned = out_lo >= out_hi
     aL, bL = np.where(pinned, 0.0, aL), np.where(pinned, out_lo, bL)

@@ -25,6 +25,8 @@ INT_RANGES = {
 }
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
                onnx.TensorProto.BFLOAT16}
+PRECISION_OF = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "float64",
+                onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
 
 
 @dataclass
@@ -71,6 +73,9 @@ class LoadContext:
         self.samples: dict[str, np.ndarray] = {}  # one zero sample per variable: gives shapes
         self.ops: list[ops.Op] = []
         self.node: onnx.NodeProto | None = None
+        self.types: dict[str, int] = {}  # ONNX element type of every tensor shape inference typed
+        self.default_precision = "float32"
+        self.precision = "float32"  # of the node being translated
         self._fresh = 0
 
     # -- naming ------------------------------------------------------------------------------
@@ -115,6 +120,7 @@ class LoadContext:
         """Append ``op``; its output shape is found by running it on zero samples. ``tag`` marks
         the op's output, which is then also the node's ONNX output, as an integer tensor."""
         op.source = op.source or self.where()
+        op.precision = self.precision
         try:
             out = op.forward(*(self.samples[n] for n in op.inputs))
         except ValueError as exc:
@@ -124,6 +130,15 @@ class LoadContext:
         if tag is not None:
             self.tags[op.output] = tag
         return op.output
+
+    def node_precision(self, node: onnx.NodeProto) -> str:
+        """The floating-point type ``node`` computes in: its output's, else its first float
+        input's (integer kernels requantize with float scales), else the model's coarsest."""
+        for name in list(node.output[:1]) + list(node.input):
+            t = self.types.get(name)
+            if t in PRECISION_OF:
+                return PRECISION_OF[t]
+        return self.default_precision
 
     def bind(self, onnx_name: str, ir_name: str) -> None:
         """Make the ONNX tensor ``onnx_name`` refer to the IR tensor ``ir_name``."""

@@ -57,9 +57,11 @@ def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | No
         ctx.constants[sparse.values.name] = numpy_helper.to_array(sparse)
     input_name, input_shape = _graph_input(g, ctx, path)
     ctx.samples[input_name] = np.zeros((1,) + input_shape)
+    _element_types(model, ctx)
 
     for node in g.node:
         ctx.node = node
+        ctx.precision = ctx.node_precision(node)
         _translate(ctx, node)
     ctx.node = None
 
@@ -75,6 +77,28 @@ def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | No
         outputs.append(ir_name)
     graph_ops = fuse_affine_bias(ctx.ops, outputs)
     return Graph(input_name, input_shape, graph_ops, outputs, name=name or os.path.basename(path))
+
+
+def _element_types(model: onnx.ModelProto, ctx: LoadContext) -> None:
+    """Element types of all tensors (for each op's rounding precision). Where inference
+    cannot type a tensor, the coarsest float type in the model is assumed."""
+    from vnncomp_qeb.io.onnx_context import PRECISION_OF
+    from vnncomp_qeb.ir.ops import coarsest
+
+    g = model.graph
+    for init in g.initializer:
+        ctx.types[init.name] = init.data_type
+    for vi in list(g.input) + list(g.output):
+        ctx.types[vi.name] = vi.type.tensor_type.elem_type
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+            if vi.type.tensor_type.elem_type:
+                ctx.types[vi.name] = vi.type.tensor_type.elem_type
+    except Exception:  # unusual models: fall back to the coarsest type below
+        pass
+    seen = [PRECISION_OF[t] for t in ctx.types.values() if t in PRECISION_OF]
+    ctx.default_precision = coarsest(*seen) if seen else "float32"
 
 
 def _graph_input(g: onnx.GraphProto, ctx: LoadContext, path: str) -> tuple[str, tuple[int, ...]]:
@@ -145,7 +169,8 @@ def fuse_affine_bias(op_list: list[ops.Op], outputs: list[str]) -> list[ops.Op]:
             bias = np.broadcast_to(np.asarray(op.c, dtype=np.float64), (prev.W.shape[1],))
             new = ops.Affine(prev.inputs, op.output, W=prev.W,
                              b=bias.copy() if prev.b is None else prev.b + bias,
-                             source=f"{prev.source} + {op.source}")
+                             source=f"{prev.source} + {op.source}",
+                             precision=ops.coarsest(prev.precision, op.precision))
             dropped.add(id(prev))
             fused[fused.index(prev)] = new
             by_output[op.output] = new

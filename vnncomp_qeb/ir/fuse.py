@@ -73,7 +73,8 @@ def fuse_fake_quant(graph: Graph) -> Graph:
         last = chain[n - 1]
         s = 1.0 / _factor(chain[0])
         out_ops.append(ops.FakeQuant(op.inputs, last.output, scale=s, zero_point=np.float64(0.0), qmin=lo,
-                                     qmax=hi, mode=mode, source=" → ".join(o.source for o in chain[:n])))
+                                     qmax=hi, mode=mode, source=" → ".join(o.source for o in chain[:n]),
+                                     precision=ops.coarsest(*(o.precision for o in chain[:n]))))
         skip.update(id(o) for o in chain[1:n])
     return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
 
@@ -94,7 +95,8 @@ def fold_scale_into_affine(graph: Graph) -> Graph:
         if isinstance(op, ops.Affine) and op.inputs[0] in by_input:
             scale = by_input[op.inputs[0]]
             op = ops.Affine(scale.inputs, op.output, W=op.W * _factor(scale), b=op.b,
-                            source=f"{scale.source} + {op.source}")
+                            source=f"{scale.source} + {op.source}",
+                            precision=ops.coarsest(scale.precision, op.precision))
         out_ops.append(op)
     return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
 

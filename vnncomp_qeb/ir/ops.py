@@ -39,6 +39,8 @@ class Op:
     inputs: tuple[str, ...]
     output: str
     source: str = field(default="", kw_only=True)
+    # the floating-point type onnxruntime computes this op in: sets its rounding-error bounds
+    precision: str = field(default="float32", kw_only=True)
 
     kind = "op"
 
@@ -224,3 +226,9 @@ class Gather(Op):
 
 
 LINEAR_KINDS = (Affine, AddConst, MulConst, Add, Sub, Reshape, Concat, Gather)
+PRECISIONS = ("float64", "float32", "float16", "bfloat16")  # finest to coarsest
+
+
+def coarsest(*precisions: str) -> str:
+    """The least precise of the given floating-point types."""
+    return max(precisions, key=PRECISIONS.index)

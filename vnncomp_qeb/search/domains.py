@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from vnncomp_qeb.analysis.interval import ROUND_ABS, ROUND_REL
+from vnncomp_qeb.analysis.interval import ROUND_ABS, round_rel
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.fuse import normalise
 from vnncomp_qeb.ir.graph import Graph
@@ -51,16 +51,17 @@ class CodeDomain(RealDomain):
         self.scale = np.broadcast_to(snap.scale, graph.input_shape).reshape(flat)
         self.zero = np.broadcast_to(snap.zero_point, graph.input_shape).reshape(flat)
         first = ops.AddConst((graph.input_name,), graph.input_name + "__centred",
-                             c=-np.asarray(snap.zero_point, dtype=np.float64))
-        second = ops.MulConst((first.output,), snap.output, c=np.asarray(snap.scale, dtype=np.float64))
+                             c=-np.asarray(snap.zero_point, dtype=np.float64), precision=snap.precision)
+        second = ops.MulConst((first.output,), snap.output, c=np.asarray(snap.scale, dtype=np.float64),
+                              precision=snap.precision)
         rest = [op for op in graph.ops if op is not snap]
         super().__init__(replace(graph, ops=[first, second] + rest, shapes={}))
 
     def initial(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
         """Every code the box can reach, ties and float32 division error included."""
         lo, hi = case.lower / self.scale, case.upper / self.scale
-        lo = lo - (np.abs(lo) * ROUND_REL + ROUND_ABS)
-        hi = hi + (np.abs(hi) * ROUND_REL + ROUND_ABS)
+        lo = lo - (np.abs(lo) * round_rel(self.snap) + ROUND_ABS)
+        hi = hi + (np.abs(hi) * round_rel(self.snap) + ROUND_ABS)
         c_lo = np.clip(ops.round_with(self.snap.mode, lo) + self.zero, self.snap.qmin, self.snap.qmax)
         c_hi = np.clip(ops.round_with(self.snap.mode, hi) + self.zero, self.snap.qmin, self.snap.qmax)
         self.width0 = np.maximum(c_hi - c_lo, 1.0)
