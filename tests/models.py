@@ -200,3 +200,18 @@ def many_ops_f64(path):
     inits = [nh.from_array(np.array(8.0), "k"), nh.from_array(np.array(1.0), "one"),
              nh.from_array(np.array(-0.5), "lo"), nh.from_array(np.array(0.75), "hi")]
     return save(nodes, inits, path, 2, 4, elem=T.DOUBLE)
+
+
+def float16_mlp(path, sizes=(4, 16, 16, 3), seed=0):
+    """A ReLU MLP that computes in float16 (weights, activations and input)."""
+    nodes, inits, cur = [], [], "x"
+    layers = random_layers(sizes, seed, dtype=np.float16)
+    for i, (W, b) in enumerate(layers):
+        inits += [nh.from_array(W, f"W{i}"), nh.from_array(b, f"b{i}")]
+        nodes += [h.make_node("MatMul", [cur, f"W{i}"], [f"m{i}"]), h.make_node("Add", [f"m{i}", f"b{i}"], [f"z{i}"])]
+        cur = f"z{i}"
+        if i < len(layers) - 1:
+            nodes.append(h.make_node("Relu", [cur], [f"r{i}"]))
+            cur = f"r{i}"
+    nodes.append(h.make_node("Identity", [cur], ["y"]))
+    return save(nodes, inits, path, sizes[0], sizes[-1], elem=T.FLOAT16)

@@ -24,13 +24,15 @@ def _ort(model_or_path, x):
     sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     shape = sess.get_inputs()[0].shape
+    x = x.astype({"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(sess.get_inputs()[0].type,
+                                                                                np.float32))
     if isinstance(shape[0], int):  # fixed batch of one
         return np.concatenate([sess.run(None, {name: xi[None]})[0] for xi in x]).astype(np.float64)
     return sess.run(None, {name: x})[0].astype(np.float64)
 
 
 def _assert_inside(graph, model, lo, hi, x):
-    y = _ort(model, x.astype(np.float32))
+    y = _ort(model, x)
     for mode in MODES:
         blo, bhi = difference_bounds(graph, lo[None], hi[None], mode)
         assert np.all(y >= blo) and np.all(y <= bhi), (mode, (blo - y).max(), (y - bhi).max())
@@ -143,3 +145,25 @@ def test_normalise_preserves_the_function(model_dir):
     assert sum(op.kind == "FakeQuant" for op in n.ops) == 2  # input snap and hidden activation
     x = np.random.default_rng(0).uniform(-9, 9, size=(5000, 3))
     np.testing.assert_array_equal(n.evaluate(x), g.evaluate(x))
+
+
+def test_float16_model_bounds_use_float16_rounding(model_dir):
+    """Ops are analysed in the type the model computes in; a float16 model stays inside."""
+    path = M.float16_mlp(model_dir / "f16.onnx")
+    graph = normalise(load_onnx(path))
+    assert {op.precision for op in graph.ops} == {"float16"}
+    rng = np.random.default_rng(3)
+    for r in (0.01, 0.5):
+        c = rng.uniform(-1, 1, size=4)
+        lo, hi = c - r, c + r
+        x = rng.uniform(lo, hi, size=(3000, 4)).astype(np.float16)
+        x = x[np.all((x >= lo) & (x <= hi), axis=1)]
+        _assert_inside(graph, path, lo, hi, x.astype(np.float64))
+
+
+def test_fixed_point_twin_is_analysed_in_float64():
+    net = load_qebnet(os.path.join(NETS, "PTQ_mnist_1blk_100_in_8_relu_0.npz"))
+    graph = normalise(model_to_graph(faithful_twin(net, 8)))
+    affine = [op for op in graph.ops if op.kind == "Affine"]
+    assert affine and all(op.precision == "float64" for op in affine)
+    assert graph.ops[0].precision == "float32"  # the input snap runs on the float32 input
