@@ -64,19 +64,16 @@ def _index_maps(graph: Graph, op: ops.Op) -> list[np.ndarray]:
     return [out, offsets]
 
 
-def linear_bounds(graph: Graph, bounds: Bounds, relaxations: Relaxations, target: str | dict[str, np.ndarray],
-                  C: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper bounds (B, rows) of ``C·flat(target)`` over the input box in ``bounds``;
-    ``target`` may also map several tensors to their matrices (the objective is their sum).
-    ``bounds`` must hold interval bounds of every tensor the targets depend on."""
-    targets = target if isinstance(target, dict) else {target: C}
+def linear_bounds(graph: Graph, bounds: Bounds, relaxations: Relaxations, target: str,
+                  C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds (B, rows) of ``C·flat(target)`` over the input box in ``bounds``.
+    ``bounds`` must hold interval bounds of every tensor the target depends on."""
     B = bounds[graph.input_name][0].shape[0]
-    rows = next(iter(targets.values())).shape[0]
-    lam: dict[str, np.ndarray] = {
-        name: np.broadcast_to(np.concatenate([M, -M])[None], (B, 2 * rows, M.shape[1])).copy()
-        for name, M in targets.items()}
+    rows = C.shape[0]
+    lam: dict[str, np.ndarray] = {target: np.broadcast_to(np.concatenate([C, -C])[None], (B, 2 * rows,
+                                                                                         C.shape[1])).copy()}
     const = np.zeros((B, 2 * rows))
-    needed = set().union(*(graph.ancestors(t) for t in targets))
+    needed = graph.ancestors(target)
     leaves = input_leaves(graph)
     value = np.zeros_like(const)  # concretised parts; const keeps the relaxations' offsets
     for op in reversed(graph.ops):

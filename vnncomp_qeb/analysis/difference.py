@@ -203,7 +203,6 @@ class DifferenceGraph:
     def __init__(self, graph: Graph, twin: Twin, layers):
         q_input, n_layers, q_layers = layers
         self.twin = twin
-        self.source = graph
         new_ops: list[ops.Op] = list(twin.shared_ops)
         shapes = dict(graph.shapes)
         delta = None
@@ -292,11 +291,7 @@ class DifferenceAnalysis:
                 mine = _inexact(op, bounds)
                 rows = np.flatnonzero(mine.any(axis=0))
                 if rows.size:
-                    eye = np.eye(new_lo.shape[1])[rows]
-                    lo, hi = linear_bounds(g, local, rel, dz, eye)
-                    if op.z != op.zq:  # z − ẑ back-substituted jointly through the original graph
-                        j_lo, j_hi = linear_bounds(dg.source, bounds, relaxations, {op.z: eye, op.zq: -eye})
-                        lo, hi = np.maximum(lo, j_lo), np.minimum(hi, j_hi)
+                    lo, hi = linear_bounds(g, local, rel, dz, np.eye(new_lo.shape[1])[rows])
                     m = mine[:, rows]
                     new_lo[:, rows] = np.where(m, np.maximum(new_lo[:, rows], lo), new_lo[:, rows])
                     new_hi[:, rows] = np.where(m, np.minimum(new_hi[:, rows], hi), new_hi[:, rows])
