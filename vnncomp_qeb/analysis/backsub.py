@@ -44,6 +44,14 @@ class Relaxations:
 
     def __init__(self):
         self.cache: dict[int, tuple] = {}
+        self.errors: dict[int, np.ndarray] = {}
+
+    def affine_error(self, op: ops.Affine, bounds: Bounds) -> np.ndarray:
+        """:func:`affine_error`, once per op (its input bounds are final before any
+        back-substitution passes through it)."""
+        if id(op) not in self.errors:
+            self.errors[id(op)] = affine_error(op, bounds)
+        return self.errors[id(op)]
 
     def get(self, op: ops.Op, bounds: Bounds):
         if id(op) not in self.cache:
@@ -103,6 +111,17 @@ def _concretise(L: np.ndarray, box: tuple[np.ndarray, np.ndarray]) -> np.ndarray
 _ELEMENTWISE = (ops.FakeQuant, ops.Round, ops.Clip, ops.Relu)
 
 
+def exact_by_intervals(graph: Graph) -> set[str]:
+    """Tensors whose interval bounds back-substitution cannot improve: the input, input snaps,
+    and affine maps of those (an affine map of a box attains its interval bounds), also
+    through ops that only add a rounding-error term (``adds_error_only``)."""
+    exact = {graph.input_name} | input_leaves(graph)
+    for op in graph.ops:
+        if (isinstance(op, ops.Affine) or getattr(op, "adds_error_only", False)) and op.inputs[0] in exact:
+            exact.add(op.output)
+    return exact
+
+
 def input_leaves(graph: Graph) -> set[str]:
     """Tensors computed elementwise from the input alone (an input snap): their interval box is
     exactly the set of values they can take, so back-substitution stops there instead of
@@ -119,7 +138,7 @@ def _back(graph: Graph, op: ops.Op, L: np.ndarray, bounds: Bounds, relaxations: 
     if hasattr(op, "back_substitute"):  # analysis-only ops define their own rule
         return op.back_substitute(L, bounds, const)
     if isinstance(op, ops.Affine):
-        err = affine_error(op, bounds)
+        err = relaxations.affine_error(op, bounds)
         if op.b is not None:
             const += L @ op.b
         const -= np.einsum("brn,bn->br", np.abs(L), err)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, affine_error, linear_bounds
+from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, affine_error, exact_by_intervals, linear_bounds
 from vnncomp_qeb.analysis.interval import ROUND_ABS, propagate_op, round_rel, unit
 from vnncomp_qeb.analysis.interval import UNIT
 from vnncomp_qeb.ir import ops
@@ -55,6 +55,7 @@ class Float32Noise(ops.Op):
     layers: tuple = ()
     sub_precision: str = "float32"
     kind = "Float32Noise"
+    adds_error_only = True
 
     def forward(self, x):
         return x
@@ -273,8 +274,10 @@ class DifferenceAnalysis:
         self.dg = dg
         g = dg.graph
         local: Bounds = dict(bounds)
+        exact = exact_by_intervals(g)
         rel = _DiffRelaxations()
         rel.cache = dict(relaxations.cache)
+        rel.errors = dict(relaxations.errors)
         for op in g.ops:
             if op.output in bounds:
                 continue  # float branch and shared ops: already bounded
@@ -288,7 +291,7 @@ class DifferenceAnalysis:
                 new_lo = np.maximum(old_lo, zl - qu).reshape(B, -1)
                 new_hi = np.minimum(old_hi, zu - ql).reshape(B, -1)
                 # refine Δz only where the δ relaxation depends on it (not exact), per box
-                mine = _inexact(op, bounds)
+                mine = _inexact(op, bounds) & (dz not in exact)
                 rows = np.flatnonzero(mine.any(axis=0))
                 if rows.size:
                     lo, hi = linear_bounds(g, local, rel, dz, np.eye(new_lo.shape[1])[rows])

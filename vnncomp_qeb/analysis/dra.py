@@ -62,13 +62,9 @@ def refined_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, symbolic:
 def _exact_by_intervals(graph: Graph) -> set[str]:
     """Tensors whose interval bounds are already exact: affine functions of the input or of an
     input snap (an affine map of a box attains its interval bounds)."""
-    from vnncomp_qeb.analysis.backsub import input_leaves
+    from vnncomp_qeb.analysis.backsub import exact_by_intervals
 
-    exact = {graph.input_name} | input_leaves(graph)
-    for op in graph.ops:
-        if isinstance(op, ops.Affine) and op.inputs[0] in exact:
-            exact.add(op.output)
-    return exact
+    return exact_by_intervals(graph)
 
 
 def _unstable(op: ops.Op, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
