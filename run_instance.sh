@@ -34,7 +34,7 @@ mkdir -p "$PIDDIR" 2>/dev/null
 # `timeout` puts the verifier in its own process group and signals that whole group.
 PYTHONPATH="$DIR${PYTHONPATH:+:$PYTHONPATH}" timeout -k 0.3 "$HARD" \
   "$PY" -m vnncomp_qeb verify "$ONNX" "$VNNLIB" --timeout "$TIMEOUT" --start-time "$START" \
-  --results "$RESULTS" --category "$CATEGORY" < /dev/null &
+  --results "$RESULTS" --category "$CATEGORY" < /dev/null 1>&2 &
 CHILD=$!
 echo "$CHILD" > "$PIDDIR/$CHILD.pid" 2>/dev/null
 trap 'kill -KILL -- "-$CHILD" 2>/dev/null; rm -f "$PIDDIR/$CHILD.pid"; verdict timeout; exit 0' TERM INT HUP

@@ -28,7 +28,8 @@ from vnncomp_qeb.spec import Case
 BATCH = 2048  # boxes bounded at once
 MAX_BOXES = 1_000_000  # open boxes kept before giving up (memory guard)
 REPLAYS_PER_ROUND = 4
-DRA_BATCH = 32  # boxes per differential-analysis call (deadline checked in between)
+DRA_BATCH = 32  # most boxes per differential-analysis call
+DRA_CALL_S = 0.25  # target seconds per call: the deadline is checked between calls
 
 
 @dataclass
@@ -55,6 +56,7 @@ class _Run:
         self.log = log
         self.replays = 0
         self.boxes = 0
+        self.dra_box_s = 1.0  # measured seconds per box; the first call takes one box
 
     def out_of_time(self) -> bool:
         return time.monotonic() >= self.deadline
@@ -89,13 +91,19 @@ class _Run:
         strict = np.concatenate([p.strict for p in case.polytopes])
         ends = np.cumsum([p.A.shape[0] for p in case.polytopes])
         open_ = np.ones(L.shape[0], dtype=bool)
-        for i in range(0, L.shape[0], DRA_BATCH):
+        i = 0
+        while i < L.shape[0]:
             if self.out_of_time():
                 return None
-            rows = row_lower_bounds(domain.analysis_graph, L[i:i + DRA_BATCH], U[i:i + DRA_BATCH], A)
+            # size each call from the measured cost so the deadline is checked every ~0.25 s
+            n = int(np.clip(DRA_CALL_S / self.dra_box_s, 1, DRA_BATCH))
+            t0 = time.monotonic()
+            rows = row_lower_bounds(domain.analysis_graph, L[i:i + n], U[i:i + n], A)
+            self.dra_box_s = max((time.monotonic() - t0) / min(n, L.shape[0] - i), 1e-6)
             miss = np.where(strict, rows >= b, rows > b)  # the row cannot hold: polytope missed
             missed = np.stack([m.any(axis=1) for m in np.split(miss, ends[:-1], axis=1)], axis=1)
-            open_[i:i + DRA_BATCH] = ~missed.all(axis=1)
+            open_[i:i + n] = ~missed.all(axis=1)
+            i += n
         return open_
 
     def prove_case(self, case: Case) -> Outcome | None:
