@@ -4,7 +4,7 @@ median time per task, per network, Q and mode, next to QEBVerif's published numb
 Tasks: P1-P4 x Q in {4, 6, 8, 10} x the 30 paper samples, L-inf radius 3 pixels, the faithful
 twins of specs/qeb_mnist. One box per task (no batching), one process, this machine.
 
-    python scripts/bench_dra.py [--nets P1,P2,P3,P4] [--qs 4,6,8,10] [--ids 30] [--modes base,sym,joint,best]
+    python scripts/bench_dra.py [--nets P1,P2,P3,P4] [--qs 4,6,8,10] [--ids 30] [--modes base,con,sym,joint,diff,best]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--nets", default="P1,P2,P3,P4")
     ap.add_argument("--qs", default="4,6,8,10")
     ap.add_argument("--ids", type=int, default=30)
-    ap.add_argument("--modes", default="base,sym,joint,best")
+    ap.add_argument("--modes", default="base,con,sym,joint,best")
     args = ap.parse_args()
     modes = args.modes.split(",")
     samples = mnist_samples()

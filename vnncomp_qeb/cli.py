@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("model")
     b.add_argument("spec")
     b.add_argument("--network", action="append", metavar="NAME=PATH")
-    b.add_argument("--mode", default="best", choices=["base", "sym", "joint", "best", "all"])
+    b.add_argument("--mode", default="best", choices=["base", "con", "sym", "joint", "diff", "best", "all"])
     b.set_defaults(func=cmd_bounds)
 
     s = sub.add_parser("spec", help="write an error-bound property |N(x)_i - Q(x)_i| < eps over an L-inf box")

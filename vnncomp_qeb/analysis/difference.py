@@ -270,7 +270,8 @@ class DifferenceAnalysis:
     """Bounds on the difference graph of one batch of boxes, from the original graph's refined
     bounds (every N and Q tensor); ``rows(A)`` bounds ``A·(N − Q)`` as the twin computes it."""
 
-    def __init__(self, dg: DifferenceGraph, bounds: Bounds, relaxations: Relaxations):
+    def __init__(self, dg: DifferenceGraph, bounds: Bounds, relaxations: Relaxations, symbolic: bool = True):
+        """``symbolic=False`` propagates the differences by intervals only (QEBVerif's Con)."""
         self.dg = dg
         g = dg.graph
         local: Bounds = dict(bounds)
@@ -293,7 +294,7 @@ class DifferenceAnalysis:
                 # refine Δz only where the δ relaxation depends on it (not exact), per box
                 mine = _inexact(op, bounds) & (dz not in exact)
                 rows = np.flatnonzero(mine.any(axis=0))
-                if rows.size:
+                if rows.size and symbolic:
                     lo, hi = linear_bounds(g, local, rel, dz, np.eye(new_lo.shape[1])[rows])
                     m = mine[:, rows]
                     new_lo[:, rows] = np.where(m, np.maximum(new_lo[:, rows], lo), new_lo[:, rows])
@@ -318,6 +319,11 @@ class DifferenceAnalysis:
         box_lo = flat_lo @ np.maximum(C, 0).T + flat_hi @ np.minimum(C, 0).T
         box_hi = flat_hi @ np.maximum(C, 0).T + flat_lo @ np.minimum(C, 0).T
         return np.maximum(lo, box_lo), np.minimum(hi, box_hi)
+
+    def interval_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds (B, m) of the twin's output from the propagated difference intervals."""
+        lo, hi = (v.reshape(v.shape[0], -1) for v in self.local[self.dg.output])
+        return (lo, hi) if self.dg.twin.sign > 0 else (-hi, -lo)
 
     def output_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Bounds (B, m) of the twin's output."""

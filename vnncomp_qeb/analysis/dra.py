@@ -1,6 +1,8 @@
 """Differential reachability analysis: sound bounds on N(x) − Q(x) over boxes, several modes.
 
-- ``base``: interval bounds of the difference graph (QEBVerif's Base);
+- ``base``: interval bounds of the difference graph;
+- ``con``: difference intervals layer by layer with the activation case analysis of
+  :mod:`difference`, interval neuron bounds (QEBVerif's Con; layered twins, else ``base``);
 - ``sym``: symbolic (back-substituted) bounds of N and of Q computed apart, then subtracted
   (QEBVerif's Sym);
 - ``joint``: the difference itself back-substituted through both branches to the shared
@@ -26,7 +28,7 @@ from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.ir.twin import find_twins
 
-MODES = ("base", "sym", "joint", "diff", "best")
+MODES = ("base", "con", "sym", "joint", "diff", "best")
 _FLOATS_PER_CHUNK = 3e7  # coefficient entries kept at once (~240 MB)
 
 
@@ -155,10 +157,16 @@ def _difference_graph(graph: Graph):
 
 
 def _difference_chunk(graph, lower, upper, mode):
-    bounds, relaxations = refined_bounds(graph, lower, upper, symbolic=(mode != "base"))
+    bounds, relaxations = refined_bounds(graph, lower, upper, symbolic=mode not in ("base", "con"))
     lo, hi = _outputs(graph, bounds)
     if mode == "base":
         return lo, hi
+    if mode == "con":
+        dg = _difference_graph(graph)
+        if dg is None:
+            return lo, hi
+        c_lo, c_hi = DifferenceAnalysis(dg, bounds, relaxations, symbolic=False).interval_bounds()
+        return np.maximum(lo, c_lo), np.minimum(hi, c_hi)
     if mode == "sym":
         return _sym(graph, bounds, relaxations)
     found = _output_matrix(graph)
