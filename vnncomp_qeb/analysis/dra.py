@@ -202,4 +202,4 @@ def row_lower_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, A: np.n
     return np.concatenate(out)
 
 
-__all__ = ["MODES", "difference_bounds", "row_lower_bounds", "refined_bounds", "ops"]
+__all__ = ["MODES", "difference_bounds", "row_lower_bounds", "refined_bounds"]
