@@ -20,6 +20,7 @@ import numpy as np
 
 from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, affine_error, exact_by_intervals, linear_bounds
 from vnncomp_qeb.analysis.interval import ROUND_ABS, propagate_op, round_rel, unit
+from vnncomp_qeb.analysis.relax import clamp_params
 from vnncomp_qeb.analysis.interval import UNIT
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
@@ -79,17 +80,13 @@ def _clamp_form(op: ops.Op | None, lo: np.ndarray, hi: np.ndarray):
     """(a, b, e): the op is within ``e`` of ``clamp(x, a, b)`` (real units) on [lo, hi]."""
     if op is None:
         return -np.inf, np.inf, 0.0
-    if isinstance(op, ops.Relu):
-        return 0.0, np.inf, 0.0
-    if isinstance(op, ops.Clip):
-        return op.lo, op.hi, 0.0
-    s = np.asarray(op.scale, dtype=np.float64) if isinstance(op, ops.FakeQuant) else 1.0
-    band = {"floor": 1.0, "ceil": 1.0, "toward_zero": 1.0}.get(op.mode, 0.5)
+    s, a, b, h_lo, h_hi, rounding = clamp_params(op)
+    if not rounding:  # Relu, Clip: scale 1, exact
+        return a, b, 0.0
+    s = np.asarray(s, dtype=np.float64)
     t = np.maximum(np.abs(lo), np.abs(hi)) / s
-    e = s * (band + t * round_rel(op) + ROUND_ABS) + unit(op) * np.abs(s) * (t + 1)
-    if isinstance(op, ops.FakeQuant):
-        return s * (op.qmin - op.zero_point), s * (op.qmax - op.zero_point), e
-    return -np.inf, np.inf, e
+    e = s * (max(h_lo, h_hi) + t * round_rel(op) + ROUND_ABS) + unit(op) * np.abs(s) * (t + 1)
+    return s * a, s * b, e
 
 
 def _inexact(op: DiffActivation, bounds: Bounds) -> np.ndarray:

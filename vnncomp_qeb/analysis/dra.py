@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, linear_bounds
+from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, exact_by_intervals, linear_bounds
 from vnncomp_qeb.analysis.difference import DifferenceAnalysis, difference_graph
 from vnncomp_qeb.analysis.interval import propagate_op
-from vnncomp_qeb.analysis.relax import NONLINEAR
+from vnncomp_qeb.analysis.relax import NONLINEAR, clamp_params
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.ir.twin import find_twins
@@ -43,7 +43,7 @@ def refined_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, symbolic:
     shape = (B,) + tuple(graph.input_shape)
     bounds: Bounds = {graph.input_name: (lower.reshape(shape), upper.reshape(shape))}
     relaxations = Relaxations()
-    exact = _exact_by_intervals(graph)
+    exact = exact_by_intervals(graph)
     for op in graph.ops:
         if symbolic and isinstance(op, NONLINEAR) and op.inputs[0] not in exact:
             t = op.inputs[0]
@@ -61,20 +61,10 @@ def refined_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, symbolic:
     return bounds, relaxations
 
 
-def _exact_by_intervals(graph: Graph) -> set[str]:
-    """Tensors whose interval bounds are already exact: affine functions of the input or of an
-    input snap (an affine map of a box attains its interval bounds)."""
-    from vnncomp_qeb.analysis.backsub import exact_by_intervals
-
-    return exact_by_intervals(graph)
-
-
 def _unstable(op: ops.Op, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """(B, n) bool: neurons whose interval crosses a kink of the op (only their relaxations
     depend on how tight their input bounds are)."""
-    from vnncomp_qeb.analysis.relax import _params
-
-    s, a, b, *_ = _params(op)
+    s, a, b, *_ = clamp_params(op)
     s = np.asarray(s, dtype=np.float64)
     kinks = [k for k in (s * a, s * b) if np.all(np.isfinite(k))]
     B = lo.shape[0]
@@ -115,16 +105,13 @@ def _sym(graph: Graph, bounds: Bounds, relaxations: Relaxations) -> tuple[np.nda
     if not twins:  # one network (or a 2.0 join): symbolic bounds of each output
         found = _output_matrix(graph)
         if found is not None:
-            lo, hi = linear_bounds(graph, bounds, relaxations, *found)
-            return lo, hi
-    after = False
-    for op in graph.ops:  # re-propagate what follows the differences
-        if twins and op.output in {t.sub.output for t in twins}:
-            after = True
-            continue
-        if after and not any(op.output == t.sub.output for t in twins):
-            if any(n in local for n in op.inputs):
-                local[op.output] = propagate_op(op, [local[n] for n in op.inputs])
+            return linear_bounds(graph, bounds, relaxations, *found)
+        return _outputs(graph, local)
+    subs = {t.sub.output for t in twins}
+    first = min(i for i, op in enumerate(graph.ops) if op.output in subs)
+    for op in graph.ops[first:]:  # carry the differences' bounds to the outputs
+        if op.output not in subs:
+            local[op.output] = propagate_op(op, [local[n] for n in op.inputs])
     return _outputs(graph, local)
 
 
@@ -145,15 +132,11 @@ def difference_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray,
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-_DIFF_GRAPHS: dict[int, object] = {}
-
-
 def _difference_graph(graph: Graph):
-    """The graph's difference graph (or None), built once per graph."""
-    key = id(graph)
-    if key not in _DIFF_GRAPHS:
-        _DIFF_GRAPHS[key] = (graph, difference_graph(graph))
-    return _DIFF_GRAPHS[key][1]
+    """The graph's difference graph (or None), built once per graph and kept on it."""
+    if not hasattr(graph, "_difference_graph"):
+        graph._difference_graph = difference_graph(graph)
+    return graph._difference_graph
 
 
 def _difference_chunk(graph, lower, upper, mode):

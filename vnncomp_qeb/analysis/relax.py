@@ -42,8 +42,8 @@ def _upper_line(L, U_, a, b):
     return slope, icpt
 
 
-def _params(op: ops.Op):
-    """(scale, a, b, band lo, band hi, relative band) of an op in the clamp form."""
+def clamp_params(op: ops.Op):
+    """(scale s, a, b, band below, band above, rounds?) of an op in the form s·clamp(round(x/s), a, b)."""
     if isinstance(op, ops.Relu):
         return 1.0, 0.0, np.inf, 0.0, 0.0, False
     if isinstance(op, ops.Clip):
@@ -61,7 +61,7 @@ def relax(op: ops.Op, lo: np.ndarray, hi: np.ndarray, out_lo: np.ndarray, out_hi
     """``(aL, bL, aU, bU)`` shaped like ``lo`` with ``aL·x + bL ≤ op(x) ≤ aU·x + bU`` on [lo, hi].
     ``out_lo``/``out_hi`` are the op's interval bounds: where they pin the output to one value,
     the relaxation is that constant."""
-    s, a, b, h_lo, h_hi, rounding = _params(op)
+    s, a, b, h_lo, h_hi, rounding = clamp_params(op)
     s = np.asarray(s, dtype=np.float64)
     tl, tu = lo / s, hi / s
     if rounding:
