@@ -42,12 +42,14 @@ def cmd_verify(args) -> int:
         raise QebError("give MODEL.onnx SPEC.vnnlib, or QUERY.vnnlib with --network NAME=PATH")
     try:
         from vnncomp_qeb.io.instance import load_instance
-        from vnncomp_qeb.portfolio import verify
+        from vnncomp_qeb.portfolio import Settings, verify
 
         inst = load_instance(args.spec, _networks(args))
         budget = args.timeout - (time.time() - start) - SAFETY_MARGIN_S - 0.02 * args.timeout
         log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
-        outcome = verify(inst, budget, seed=args.seed, log=log)
+        settings = Settings(backend=args.backend, memory_mb=args.memory_mb, verbose=args.verbose,
+                            milp=not args.no_milp)
+        outcome = verify(inst, budget, seed=args.seed, log=log, settings=settings)
     except QebError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if args.results:
@@ -179,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--start-time", type=float, help="epoch seconds the budget started (harness use)")
     v.add_argument("--vnnlib2-words", action="store_true", help="print 'timed-out' as VNN-LIB 2.0 tools do")
     v.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    v.add_argument("--verbose", action="store_true", help="every solver call on stderr")
+    v.add_argument("--backend", default="highs", choices=["highs", "scip", "gurobi"],
+                   help="MILP solver tried first (default highs; others are fallbacks when installed)")
+    v.add_argument("--memory-mb", type=float, help="memory cap of the MILP process (default: 75%% of free memory)")
+    v.add_argument("--no-milp", action="store_true", help="bounds and branch and bound only")
     v.add_argument("--category", default="", help="benchmark category (harness use; informational)")
     v.set_defaults(func=cmd_verify)
 

@@ -1,9 +1,17 @@
-"""The verifier's schedule: falsify by sampling, then prove by branch and bound.
+"""The verifier's schedule: falsify, bound, split, then MILP, inside one time budget.
 
-Each sub-box is bounded by intervals first and, where they fail, by the differential analysis
-(:mod:`vnncomp_qeb.analysis.dra`). Honest by construction: ``unsat`` only when sound bounds
-exclude every unsafe polytope on every sub-box; ``sat`` only with a witness that onnxruntime
-reproduces on the original file(s).
+Stages (each logs one line on stderr: time, stage, outcome):
+1. falsification — batched sampling of the case boxes, then gradient ascent from the best
+   samples (:mod:`vnncomp_qeb.search.attack`);
+2. branch and bound — interval bounds, then the differential analysis
+   (:mod:`vnncomp_qeb.analysis.dra`) on batches of sub-boxes, attacking box centres; the root
+   box's DRA is the first step, so a property the DRA proves is answered here;
+3. MILP — when the input has too many free dimensions for splitting to finish, the rest of the
+   budget goes to one MILP over the case's box (:mod:`vnncomp_qeb.milp`), run in a child process
+   under a time and memory watchdog (:mod:`vnncomp_qeb.isolate`).
+
+Honest by construction: ``unsat`` only when every case is proven by sound bounds or the MILP's
+dual bound; ``sat`` only with a witness that onnxruntime reproduces on the original file(s).
 """
 
 from __future__ import annotations
@@ -21,7 +29,11 @@ from vnncomp_qeb.analysis.spec_check import case_excluded
 from vnncomp_qeb.io.instance import Instance
 from vnncomp_qeb.io.replay import Replay, replay
 from vnncomp_qeb.io.results import SAT, TIMEOUT, UNKNOWN, UNSAT, counterexample
-from vnncomp_qeb.search.domains import domain_for
+from vnncomp_qeb.isolate import OK, run_isolated
+from vnncomp_qeb.milp.backends import backend_chain
+from vnncomp_qeb.milp.solve import milp_box
+from vnncomp_qeb.search.attack import pgd
+from vnncomp_qeb.search.domains import CodeDomain, domain_for
 from vnncomp_qeb.search.sampling import best_candidates, box_points
 from vnncomp_qeb.spec import Case
 
@@ -30,6 +42,9 @@ MAX_BOXES = 1_000_000  # open boxes kept before giving up (memory guard)
 REPLAYS_PER_ROUND = 4
 DRA_BATCH = 32  # most boxes per differential-analysis call
 DRA_CALL_S = 0.25  # target seconds per call: the deadline is checked between calls
+SPLIT_DIMS = 12  # inputs with more free dimensions than this get the MILP after a short split
+SPLIT_SHARE = 0.1  # share of the remaining budget the split gets before the MILP takes over
+SAMPLES, ATTACK_STARTS, ATTACK_STEPS = 4096, 8, 20
 
 
 @dataclass
@@ -44,22 +59,52 @@ class Outcome:
     stats: dict = field(default_factory=dict)
 
 
+@dataclass
+class Settings:
+    """Knobs of one run (the command line sets them)."""
+
+    backend: str = "highs"
+    memory_mb: float | None = None  # cap of the MILP child; None: 75 % of what is free
+    verbose: bool = False
+    milp: bool = True
+
+
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _milp_child(graph, domain, case: Case, L, U, integer_input, deadline, backend, verbose):
+    """In the child: the MILP over one box; candidate witnesses are screened by the reference
+    evaluator and sent back for the parent to replay in onnxruntime."""
+    def screen(points):
+        x = domain.to_input(points, case)
+        y = domain.graph.evaluate(points) if integer_input else graph.evaluate(x)
+        return x if case.margin(y)[0] >= -1e-9 * (1 + np.abs(y).max()) else None
+
+    lines: list[str] = []
+    res = milp_box(domain.analysis_graph, L, U, case.polytopes, integer_input=integer_input, deadline=deadline,
+                   chain=backend_chain(backend), check=screen, log=lines.append)
+    return res.proven, res.found, res.bound, lines if verbose else lines[-1:]
+
+
 class _Run:
-    def __init__(self, inst: Instance, deadline: float, seed: int, log: Callable[[str], None]):
+    def __init__(self, inst: Instance, deadline: float, seed: int, log: Callable[[str], None], settings: Settings):
         self.inst = inst
         self.deadline = deadline
         self.rng = np.random.default_rng(seed)
         self.log = log
+        self.settings = settings
         self.replays = 0
         self.boxes = 0
+        self.milp_calls = 0
         self.dra_box_s = 1.0  # measured seconds per box; the first call takes one box
+        self.start = time.monotonic()
 
-    def out_of_time(self) -> bool:
-        return time.monotonic() >= self.deadline
+    def say(self, stage: str, what: str) -> None:
+        self.log(f"[{time.monotonic() - self.start:7.3f}s] {stage}: {what}")
+
+    def out_of_time(self, until: float | None = None) -> bool:
+        return time.monotonic() >= min(self.deadline, until or np.inf)
 
     def try_points(self, case: Case, points: np.ndarray, stage: str) -> Outcome | None:
         """Replay the most promising points; an Outcome when onnxruntime confirms one."""
@@ -68,21 +113,32 @@ class _Run:
         for x, m in zip(cand, margin):
             if m < -scale.max():  # clearly safe under the reference semantics
                 break
-            self.replays += 1
-            r = replay(self.inst, x)
-            if r.ok:
-                text = counterexample(self.inst.spec, r.x, r.y)
-                return Outcome(SAT, text, r, stage, f"witness margin {r.margin:.3g}")
+            found = self.confirm(x, stage)
+            if found:
+                return found
         return None
 
-    def falsify(self, n: int) -> Outcome | None:
+    def confirm(self, x: np.ndarray, stage: str) -> Outcome | None:
+        self.replays += 1
+        r = replay(self.inst, x)
+        if not r.ok:
+            return None
+        text = counterexample(self.inst.spec, r.x, r.y)
+        return Outcome(SAT, text, r, stage, f"witness margin {r.margin:.3g}")
+
+    def falsify(self) -> Outcome | None:
         for case in self.inst.spec.cases:
-            found = self.try_points(case, box_points(case.lower, case.upper, n, self.rng), "sampling")
+            points = box_points(case.lower, case.upper, SAMPLES, self.rng)
+            found = self.try_points(case, points, "sampling")
+            if found or self.out_of_time():
+                return found
+            starts, _ = best_candidates(self.inst.graph, case, points, ATTACK_STARTS)
+            found = self.try_points(case, pgd(self.inst.graph, case, starts, ATTACK_STEPS, self.rng), "attack")
             if found or self.out_of_time():
                 return found
         return None
 
-    def dra_open(self, domain, case: Case, L: np.ndarray, U: np.ndarray) -> np.ndarray | None:
+    def dra_open(self, domain, case: Case, L: np.ndarray, U: np.ndarray, until: float) -> np.ndarray | None:
         """Which boxes the differential analysis cannot close (None when time ran out)."""
         A = np.vstack([p.A for p in case.polytopes])
         if A.shape[0] == 0:
@@ -93,7 +149,7 @@ class _Run:
         open_ = np.ones(L.shape[0], dtype=bool)
         i = 0
         while i < L.shape[0]:
-            if self.out_of_time():
+            if self.out_of_time(until):
                 return None
             # size each call from the measured cost so the deadline is checked every ~0.25 s
             n = int(np.clip(DRA_CALL_S / self.dra_box_s, 1, DRA_BATCH))
@@ -106,14 +162,13 @@ class _Run:
             i += n
         return open_
 
-    def prove_case(self, case: Case) -> Outcome | None:
-        """Interval branch and bound on one case; None when the case is proven safe."""
-        domain = domain_for(self.inst.graph)
+    def split(self, domain, case: Case, until: float) -> Outcome | None:
+        """Branch and bound on one case until ``until``; None when the case is proven safe."""
         stack = [domain.initial(case)]
         stuck = 0
         while stack:
-            if self.out_of_time():
-                return Outcome(TIMEOUT, stage="branch-and-bound", message="time budget spent")
+            if self.out_of_time(until):
+                return Outcome(TIMEOUT, stage="branch-and-bound", message="time share spent")
             L, U = stack.pop()
             if L.shape[0] > BATCH:
                 stack.append((L[BATCH:], U[BATCH:]))
@@ -124,10 +179,9 @@ class _Run:
             if not open_.any():
                 continue
             L, U = L[open_], U[open_]
-            open_ = self.dra_open(domain, case, L, U)
+            open_ = self.dra_open(domain, case, L, U, until)
             if open_ is None:
-                stack.append((L, U))
-                return Outcome(TIMEOUT, stage="branch-and-bound", message="time budget spent")
+                return Outcome(TIMEOUT, stage="branch-and-bound", message="time share spent")
             if not open_.any():
                 continue
             L, U = L[open_], U[open_]
@@ -147,30 +201,72 @@ class _Run:
                            message=f"{stuck} single points could not be decided by interval bounds")
         return None
 
+    def milp(self, domain, case: Case) -> Outcome | None:
+        """One MILP over the case's box in a watched child; None when it proves the case."""
+        L, U = domain.initial(case)
+        integer_input = isinstance(domain, CodeDomain)
+        margin_s = 0.2  # leave time to collect the child and write the answer
+        deadline = self.deadline - margin_s
+        self.milp_calls += 1
+        iso = run_isolated(_milp_child, self.inst.graph, domain, case, L[0], U[0], integer_input, deadline,
+                           self.settings.backend, self.settings.verbose,
+                           deadline=deadline + margin_s / 2, memory_mb=self.settings.memory_mb)
+        if iso.status != OK:
+            self.say("milp", f"{iso.status} ({iso.message.strip().splitlines()[0] if iso.message else ''}, "
+                             f"peak {iso.peak_mb:.0f} MB)")
+            return Outcome(TIMEOUT if iso.status == "out_of_time" else UNKNOWN, stage="milp", message=iso.status)
+        proven, found, bound, lines = iso.value
+        for line in lines:
+            self.say("milp", line)
+        if proven:
+            return None
+        if found is not None:
+            hit = self.confirm(found[0], "milp")
+            if hit:
+                return hit
+            self.say("milp", "candidate not confirmed by onnxruntime")
+        verdict = TIMEOUT if self.out_of_time() or time.monotonic() > deadline - 0.05 else UNKNOWN
+        return Outcome(verdict, stage="milp", message=f"best slack bound {bound:.6g}")
 
-def verify(inst: Instance, timeout: float, seed: int = 0,
-           log: Callable[[str], None] = _stderr) -> Outcome:
+    def prove_case(self, case: Case) -> Outcome | None:
+        """Split first; hand wide boxes to the MILP after the split's share."""
+        domain = domain_for(self.inst.graph)
+        L, U = domain.initial(case)
+        free = int(np.sum(U[0] > L[0]))
+        use_milp = self.settings.milp and free > SPLIT_DIMS and backend_chain(self.settings.backend)
+        until = (time.monotonic() + SPLIT_SHARE * (self.deadline - time.monotonic())) if use_milp else self.deadline
+        outcome = self.split(domain, case, until)
+        self.say("branch-and-bound", f"{outcome.verdict if outcome else 'proven safe'} ({self.boxes} boxes, "
+                                     f"{free} free inputs)")
+        if outcome is None or outcome.verdict == SAT or not use_milp or self.out_of_time():
+            return outcome
+        outcome = self.milp(domain, case)
+        self.say("milp", outcome.verdict if outcome else "proven safe")
+        return outcome
+
+
+def verify(inst: Instance, timeout: float, seed: int = 0, log: Callable[[str], None] = _stderr,
+           settings: Settings | None = None) -> Outcome:
     """Decide the instance within ``timeout`` seconds (wall clock, from now)."""
     start = time.monotonic()
-    run = _Run(inst, start + max(timeout, 0.0), seed, log)
+    run = _Run(inst, start + max(timeout, 0.0), seed, log, settings or Settings())
     spec = inst.spec
     if not spec.cases:
         return Outcome(UNSAT, stage="spec", message="the unsafe set is empty")
 
-    found = run.falsify(n=4096)
-    log(f"[{time.monotonic() - start:7.3f}s] sampling: {'sat' if found else 'no witness'}")
+    found = run.falsify()
+    run.say("falsification", f"{'sat' if found else 'no witness'} ({run.replays} replays)")
     if found:
         found.stats = {"replays": run.replays, "time": time.monotonic() - start}
         return found
     if run.out_of_time():
-        return Outcome(TIMEOUT, stage="sampling")
+        return Outcome(TIMEOUT, stage="falsification")
 
     result: Outcome | None = None
     undecided: Outcome | None = None  # a case that ended unknown: never unsat after it
     for i, case in enumerate(spec.cases):
         outcome = run.prove_case(case)
-        log(f"[{time.monotonic() - start:7.3f}s] case {i + 1}/{len(spec.cases)}: "
-            f"{outcome.verdict if outcome else 'proven safe'} ({run.boxes} boxes)")
+        run.say(f"case {i + 1}/{len(spec.cases)}", outcome.verdict if outcome else "proven safe")
         if outcome is None:
             continue
         if outcome.verdict == UNKNOWN:
@@ -179,7 +275,8 @@ def verify(inst: Instance, timeout: float, seed: int = 0,
         result = outcome  # sat or timeout ends the run
         break
     if result is None:
-        result = undecided or Outcome(UNSAT, stage="branch-and-bound",
+        result = undecided or Outcome(UNSAT, stage="branch-and-bound" if not run.milp_calls else "milp",
                                       message="sound bounds exclude every unsafe set")
-    result.stats = {"boxes": run.boxes, "replays": run.replays, "time": time.monotonic() - start}
+    result.stats = {"boxes": run.boxes, "replays": run.replays, "milp_calls": run.milp_calls,
+                    "time": time.monotonic() - start}
     return result

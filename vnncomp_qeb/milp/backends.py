@@ -1,0 +1,300 @@
+"""MILP back-ends behind one interface: HiGHS (default), SCIP, Gurobi (full licence only).
+
+``solve`` maximises the model's objective within a time limit and stops early once the answer
+is known: the dual bound fell below ``stop_below`` (the property is proven on this model) or an
+incumbent reached ``stop_above`` (a candidate witness). Another thread may interrupt a solve
+through ``stop`` (a :class:`threading.Event`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from vnncomp_qeb.milp.model import MilpModel
+
+OPTIMAL, INFEASIBLE, TIME_LIMIT, INTERRUPTED, ERROR = "optimal", "infeasible", "time_limit", "interrupted", "error"
+INT_TOL = 1e-9  # integrality tolerance requested from every solver
+
+
+@dataclass
+class MilpResult:
+    """What a solve established: ``bound`` ≥ every feasible objective value (−inf when the
+    model is infeasible, +inf when nothing is known); ``objective``/``x`` the best point found."""
+
+    status: str
+    bound: float
+    objective: float | None = None
+    x: np.ndarray | None = None
+    seconds: float = 0.0
+    backend: str = ""
+    message: str = ""
+
+
+class Backend:
+    """Interface of a MILP solver."""
+
+    name = "none"
+
+    @staticmethod
+    def available() -> bool:
+        return False
+
+    def solve(self, model: MilpModel, time_limit: float, threads: int = 1, start: np.ndarray | None = None,
+              stop: threading.Event | None = None, stop_below: float = -np.inf,
+              stop_above: float = np.inf) -> MilpResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class HighsBackend(Backend):
+    """HiGHS through ``highspy``; early stops and interruption via its MIP callback."""
+
+    name = "highs"
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import highspy  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def solve(self, model, time_limit, threads=1, start=None, stop=None, stop_below=-np.inf, stop_above=np.inf):
+        import highspy
+
+        t0 = time.monotonic()
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
+        h.setOptionValue("mip_feasibility_tolerance", 1e-7)
+        h.setOptionValue("random_seed", 0)
+        lp = highspy.HighsLp()
+        lb, ub = model.bounds()
+        starts, index, value, rlo, rhi = model.rows()
+        lp.num_col_, lp.num_row_ = model.n_vars, model.n_rows
+        lp.col_cost_, lp.col_lower_, lp.col_upper_ = model.cost(), lb, ub
+        lp.row_lower_, lp.row_upper_ = rlo, rhi
+        lp.sense_ = highspy.ObjSense.kMaximize
+        lp.offset_ = model.offset
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+        lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = model.n_vars, model.n_rows
+        lp.a_matrix_.start_ = np.append(starts, index.size).astype(np.int32)
+        lp.a_matrix_.index_, lp.a_matrix_.value_ = index.astype(np.int32), value
+        integer = model.integrality()
+        if integer.any():
+            lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+                               for i in integer]
+        h.passModel(lp)
+        if start is not None and integer.any():
+            sol = highspy.HighsSolution()
+            sol.col_value = list(np.clip(start, lb, ub))
+            sol.value_valid = True
+            h.setSolution(sol)
+        decided = {"why": ""}
+
+        def check(e):
+            out = e.data_out
+            if stop is not None and stop.is_set():
+                decided["why"] = "interrupted"
+            elif out.mip_dual_bound < stop_below:
+                decided["why"] = "bound"
+            elif out.mip_primal_bound >= stop_above:
+                decided["why"] = "incumbent"
+            if decided["why"]:
+                e.data_in.user_interrupt = True
+
+        if integer.any():
+            h.cbMipInterrupt.subscribe(check)
+        h.run()
+        status = h.getModelStatus()
+        info = h.getInfo()
+        seconds = time.monotonic() - t0
+        if status == highspy.HighsModelStatus.kInfeasible:
+            return MilpResult(INFEASIBLE, -np.inf, seconds=seconds, backend=self.name)
+        if status == highspy.HighsModelStatus.kOptimal:
+            kind = OPTIMAL
+        elif status == highspy.HighsModelStatus.kTimeLimit:
+            kind = TIME_LIMIT
+        elif status == highspy.HighsModelStatus.kInterrupt:
+            kind = INTERRUPTED
+        else:
+            return MilpResult(ERROR, np.inf, seconds=seconds, backend=self.name, message=h.modelStatusToString(status))
+        has_point = info.primal_solution_status == 2  # kSolutionStatusFeasible
+        x = np.asarray(h.getSolution().col_value) if has_point else None
+        obj = info.objective_function_value if has_point else None
+        if integer.any():
+            bound = info.mip_dual_bound
+        else:
+            bound = obj if kind == OPTIMAL else np.inf
+        if kind == OPTIMAL and obj is not None:
+            bound = max(bound, obj) if np.isfinite(bound) else obj
+        return MilpResult(kind, float(bound), obj, x, seconds, self.name, decided["why"])
+
+
+class ScipBackend(Backend):
+    """SCIP through ``pyscipopt`` (optional)."""
+
+    name = "scip"
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import pyscipopt  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def solve(self, model, time_limit, threads=1, start=None, stop=None, stop_below=-np.inf, stop_above=np.inf):
+        import pyscipopt
+
+        t0 = time.monotonic()
+        m = pyscipopt.Model()
+        m.hideOutput()
+        m.setParam("limits/time", float(max(time_limit, 0.01)))
+        m.setParam("numerics/feastol", 1e-7)
+        lb, ub = model.bounds()
+        integer = model.integrality()
+        inf = m.infinity()
+        xs = [m.addVar(lb=max(l, -inf), ub=min(u, inf), vtype="I" if i else "C")
+              for l, u, i in zip(lb.tolist(), ub.tolist(), integer.tolist())]
+        starts, index, value, rlo, rhi = model.rows()
+        ends = np.append(starts[1:], index.size)
+        for r in range(model.n_rows):
+            sl = slice(starts[r], ends[r])
+            expr = pyscipopt.quicksum(v * xs[j] for j, v in zip(index[sl].tolist(), value[sl].tolist()))
+            lo, hi = rlo[r], rhi[r]
+            if lo == hi:
+                m.addCons(expr == lo)
+                continue
+            if np.isfinite(lo):
+                m.addCons(expr >= lo)
+            if np.isfinite(hi):
+                m.addCons(expr <= hi)
+        cost = model.cost()
+        nz = np.flatnonzero(cost)
+        m.setObjective(pyscipopt.quicksum(cost[j] * xs[j] for j in nz.tolist()) + model.offset, "maximize")
+        if start is not None:
+            sol = m.createSol()
+            for j, v in enumerate(np.clip(start, lb, ub).tolist()):
+                m.setSolVal(sol, xs[j], v)
+            m.trySol(sol)
+        watcher = _Watcher(stop, m.interruptSolve)
+        m.optimize()
+        watcher.done()
+        seconds = time.monotonic() - t0
+        st = m.getStatus()
+        if st == "infeasible":
+            return MilpResult(INFEASIBLE, -np.inf, seconds=seconds, backend=self.name)
+        kind = {"optimal": OPTIMAL, "timelimit": TIME_LIMIT, "userinterrupt": INTERRUPTED}.get(st)
+        if kind is None:
+            return MilpResult(ERROR, np.inf, seconds=seconds, backend=self.name, message=st)
+        best = m.getBestSol() if m.getNSols() else None
+        x = np.array([m.getSolVal(best, v) for v in xs]) if best is not None else None
+        obj = m.getSolObjVal(best) if best is not None else None
+        return MilpResult(kind, float(m.getDualbound()), obj, x, seconds, self.name)
+
+
+class GurobiBackend(Backend):
+    """Gurobi through ``gurobipy``, used only with a licence that takes the model: the pip
+    licence's size limit (error 10010 at optimize) makes ``solve`` return ``error`` so the
+    caller falls back to the next back-end."""
+
+    name = "gurobi"
+    SIZE_LIMIT = 10010
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import gurobipy  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def solve(self, model, time_limit, threads=1, start=None, stop=None, stop_below=-np.inf, stop_above=np.inf):
+        import gurobipy as gp
+
+        t0 = time.monotonic()
+        try:
+            env = gp.Env(params={"OutputFlag": 0})
+            m = gp.Model(env=env)
+            m.Params.TimeLimit = float(max(time_limit, 0.01))
+            m.Params.Threads = threads
+            m.Params.IntFeasTol = INT_TOL
+            lb, ub = model.bounds()
+            integer = model.integrality()
+            x = m.addMVar(model.n_vars, lb=lb, ub=ub, vtype=np.where(integer, "I", "C"))
+            starts, index, value, rlo, rhi = model.rows()
+            ends = np.append(starts[1:], index.size)
+            for r in range(model.n_rows):
+                sl = slice(starts[r], ends[r])
+                expr = gp.LinExpr(value[sl].tolist(), [x[j].item() for j in index[sl].tolist()])
+                if np.isfinite(rlo[r]):
+                    m.addLConstr(expr, ">=", rlo[r])
+                if np.isfinite(rhi[r]):
+                    m.addLConstr(expr, "<=", rhi[r])
+            m.setObjective(model.cost() @ x + model.offset, gp.GRB.MAXIMIZE)
+            if start is not None:
+                x.Start = np.clip(start, lb, ub)
+            watcher = _Watcher(stop, m.terminate)
+            m.optimize()
+            watcher.done()
+        except gp.GurobiError as err:
+            code = getattr(err, "errno", None)
+            why = "size-limited licence" if code == self.SIZE_LIMIT else str(err)
+            return MilpResult(ERROR, np.inf, seconds=time.monotonic() - t0, backend=self.name, message=why)
+        seconds = time.monotonic() - t0
+        st = m.Status
+        GRB = gp.GRB
+        if st == GRB.INFEASIBLE:
+            return MilpResult(INFEASIBLE, -np.inf, seconds=seconds, backend=self.name)
+        kind = {GRB.OPTIMAL: OPTIMAL, GRB.TIME_LIMIT: TIME_LIMIT, GRB.INTERRUPTED: INTERRUPTED}.get(st)
+        if kind is None:
+            return MilpResult(ERROR, np.inf, seconds=seconds, backend=self.name, message=f"status {st}")
+        has = m.SolCount > 0
+        bound = m.ObjBound if integer.any() else (m.ObjVal if has else np.inf)
+        return MilpResult(kind, float(bound), m.ObjVal if has else None, x.X.copy() if has else None,
+                          seconds, self.name)
+
+
+class _Watcher:
+    """Calls ``interrupt`` when ``stop`` is set while a solver runs (for solvers without a callback)."""
+
+    def __init__(self, stop: threading.Event | None, interrupt):
+        self._finished = threading.Event()
+        self._thread = None
+        if stop is not None:
+            def watch():
+                while not self._finished.wait(0.05):
+                    if stop.is_set():
+                        interrupt()
+                        return
+            self._thread = threading.Thread(target=watch, daemon=True)
+            self._thread.start()
+
+    def done(self):
+        self._finished.set()
+
+
+BACKENDS = {b.name: b for b in (HighsBackend, ScipBackend, GurobiBackend)}
+
+
+def backend_chain(preferred: str = "highs") -> list[Backend]:
+    """Available back-ends, ``preferred`` first; callers try the next on ``error``."""
+    if preferred not in BACKENDS:
+        raise ValueError(f"unknown MILP back-end {preferred!r} (choose from {', '.join(BACKENDS)})")
+    order = [preferred] + [n for n in ("highs", "scip") if n != preferred]
+    return [BACKENDS[n]() for n in order if BACKENDS[n].available()]
+
+
+def solve_with_fallback(chain: list[Backend], model: MilpModel, time_limit: float, **kw) -> MilpResult:
+    """Solve with the first back-end that does not fail; the time limit is shared."""
+    deadline = time.monotonic() + time_limit
+    result = MilpResult(ERROR, np.inf, message="no MILP back-end available")
+    for backend in chain:
+        result = backend.solve(model, max(deadline - time.monotonic(), 0.01), **kw)
+        if result.status != ERROR:
+            return result
+    return result

@@ -1,0 +1,217 @@
+"""The IR as a mixed-integer program over one input box.
+
+Every tensor element becomes a column whose bounds come from the (sound) refined bounds of the
+DRA. Linear ops are equality rows; ReLU / Clip are clamps with a binary per side that can
+saturate (stable neurons get none); every rounding step gets an integer column ``r`` with
+``t − r`` in the rounding band of ``t = x/s``, then a clamp to the quantizer's range.
+
+Two variants (DESIGN §4):
+- ``proof``: the band is widened by the tie/float32 allowance of :mod:`vnncomp_qeb.analysis.interval`
+  and every linear row has the op's rounding-error slack, so the model contains everything
+  onnxruntime can compute: its dual bound is a bound on the real network.
+- ``witness``: exact rows, and the band is narrowed by ``δ`` so a point never sits on a tie: the
+  input it returns reproduces (up to float32) in onnxruntime, which replays it before any ``sat``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vnncomp_qeb.analysis.backsub import Bounds, affine_error
+from vnncomp_qeb.analysis.interval import ROUND_ABS, TINY, round_rel, unit
+from vnncomp_qeb.analysis.relax import clamp_params
+from vnncomp_qeb.ir import ops
+from vnncomp_qeb.ir.graph import Graph
+from vnncomp_qeb.milp.model import MilpModel
+
+PROOF, WITNESS = "proof", "witness"
+WITNESS_DELTA = 1e-3  # band narrowing of the witness model, in integer steps
+
+
+@dataclass
+class Encoding:
+    """A model with the columns of every tensor (arrays of column indices, per-sample shape)."""
+
+    model: MilpModel
+    columns: dict[str, np.ndarray]
+    graph: Graph
+    mode: str
+    n_binaries: int = 0
+
+    @property
+    def inputs(self) -> np.ndarray:
+        return self.columns[self.graph.input_name].ravel()
+
+    @property
+    def outputs(self) -> np.ndarray:
+        return np.concatenate([self.columns[o].ravel() for o in self.graph.outputs])
+
+
+def _flat(b: np.ndarray) -> np.ndarray:
+    return np.asarray(b, dtype=np.float64).reshape(-1)
+
+
+class _Encoder:
+    def __init__(self, graph: Graph, bounds: Bounds, mode: str):
+        self.g, self.bounds, self.mode = graph, bounds, mode
+        self.m = MilpModel()
+        self.cols: dict[str, np.ndarray] = {}
+        self.binaries = 0
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.g.shapes[name]) if name != self.g.input_name else tuple(self.g.input_shape)
+
+    def lohi(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.bounds[name]
+        return _flat(lo[0]), _flat(hi[0])
+
+    def slack(self, err: np.ndarray) -> np.ndarray:
+        return err if self.mode == PROOF else np.zeros_like(err)
+
+    def fresh(self, name: str) -> np.ndarray:
+        lo, hi = self.lohi(name)
+        return self.m.add_vars(lo, np.maximum(hi, lo))
+
+    def linear(self, op: ops.Op, terms: list[tuple[np.ndarray, np.ndarray]], const, err) -> np.ndarray:
+        """Column y with ``y − Σ coef·x = const ± err`` (terms: (cols (n, k), coefs (n, k)))."""
+        y = self.fresh(op.output)
+        cols = np.concatenate([y[:, None]] + [c for c, _ in terms], axis=1)
+        vals = np.concatenate([np.ones((y.size, 1))] + [-v for _, v in terms], axis=1)
+        const = np.broadcast_to(np.asarray(const, dtype=np.float64), y.shape)
+        e = self.slack(np.broadcast_to(err, y.shape))
+        self.m.add_rows(cols, vals, const - e, const + e)
+        return y
+
+    def encode(self, op: ops.Op) -> np.ndarray:
+        xs = [self.cols[n].ravel() for n in op.inputs]
+        if isinstance(op, ops.Affine):
+            x = self.cols[op.inputs[0]].reshape(-1, op.W.shape[0])
+            lead = x.shape[0]
+            n_out = op.W.shape[1]
+            cols = np.repeat(x, n_out, axis=0)  # row (p, j) reads x[p, :]
+            vals = np.tile(op.W.T, (lead, 1))
+            b = np.zeros(n_out) if op.b is None else np.broadcast_to(op.b, (n_out,))
+            err = _flat(affine_error(op, self.bounds))
+            return self.linear(op, [(cols, vals)], np.tile(b, lead), err)
+        lo, hi = self.lohi(op.output)
+        err = unit(op) * np.maximum(np.abs(lo), np.abs(hi)) + TINY
+        if isinstance(op, ops.AddConst):
+            return self.linear(op, [(xs[0][:, None], np.ones((xs[0].size, 1)))], _flat(np.broadcast_to(op.c, self.shape(op.output))), err)
+        if isinstance(op, ops.MulConst):
+            c = _flat(np.broadcast_to(op.c, self.shape(op.output)))
+            return self.linear(op, [(xs[0][:, None], (1.0 / c if op.divide else c)[:, None])], 0.0, err)
+        if isinstance(op, (ops.Add, ops.Sub)):
+            sign = 1.0 if isinstance(op, ops.Add) else -1.0
+            n = xs[0].size
+            return self.linear(op, [(xs[0][:, None], np.ones((n, 1))), (xs[1][:, None], np.full((n, 1), sign))], 0.0, err)
+        if isinstance(op, ops.Reshape):
+            return xs[0]
+        if isinstance(op, ops.Gather):
+            return xs[0][op.indices]
+        if isinstance(op, ops.Concat):
+            parts = [self.cols[n].reshape(self.shape(n)) for n in op.inputs]
+            return np.concatenate(parts, axis=op.axis - 1 if op.axis > 0 else op.axis).ravel()
+        if isinstance(op, (ops.Relu, ops.Clip)):
+            _, a, b, _, _, _ = clamp_params(op)
+            xl, xu = self.lohi(op.inputs[0])
+            return self.clamp(xs[0], xl, xu, np.full(xl.shape, a, dtype=np.float64), np.full(xl.shape, b, dtype=np.float64))
+        if isinstance(op, (ops.Round, ops.FakeQuant)):
+            return self.rounding(op, xs[0])
+        raise NotImplementedError(f"no MILP encoding for {op.kind}")
+
+    def rounding(self, op: ops.Op, x: np.ndarray) -> np.ndarray:
+        s, a, b, h_lo, h_hi, _ = clamp_params(op)
+        n = x.size
+        shape = self.shape(op.inputs[0])
+        s = _flat(np.broadcast_to(np.asarray(s, dtype=np.float64), shape))
+        a = _flat(np.broadcast_to(np.asarray(a, dtype=np.float64), shape))
+        b = _flat(np.broadcast_to(np.asarray(b, dtype=np.float64), shape))
+        xl, xu = self.lohi(op.inputs[0])
+        tl, tu = xl / s, xu / s
+        if self.mode == PROOF:
+            w = np.maximum(np.abs(tl), np.abs(tu)) * round_rel(op) + ROUND_ABS
+        else:
+            w = np.full(n, -WITNESS_DELTA)
+        # round(t) = r  ⇔  t − r ∈ [−h_hi, h_lo]  (band widened by w, or narrowed)
+        rl = np.ceil(tl - h_lo - np.maximum(w, 0))
+        ru = np.floor(tu + h_hi + np.maximum(w, 0))
+        ru = np.maximum(ru, rl)
+        r = self.m.add_vars(rl, ru, integer=True)
+        self.m.add_rows(np.stack([x, r], axis=1), np.stack([1.0 / s, -np.ones(n)], axis=1), -h_hi - w, h_lo + w)
+        q = self.clamp(r, rl, ru, a, b)
+        if not isinstance(op, ops.FakeQuant):
+            return q
+        lo, hi = self.lohi(op.output)
+        err = unit(op) * np.maximum(np.abs(lo), np.abs(hi))
+        return self.linear(op, [(q[:, None], s[:, None])], 0.0, err)
+
+    def clamp(self, x: np.ndarray, l: np.ndarray, u: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Columns y = clamp(x, a, b) given l ≤ x ≤ u; binaries only where a side can saturate."""
+        n = x.size
+        y = x.copy()
+        low, high = u <= a, l >= b
+        if low.any() or high.any():
+            fixed = low | high
+            v = np.where(low, a, b)[fixed]
+            y[fixed] = self.m.add_vars(v, v)
+        free = ~low & ~high & ((l < a) | (u > b))
+        if not free.any():
+            return y
+        idx = np.flatnonzero(free)
+        xf, lf, uf, af, bf = x[idx], l[idx], u[idx], a[idx], b[idx]
+        ymin, ymax = np.maximum(af, lf), np.minimum(bf, uf)
+        yf = self.m.add_vars(ymin, ymax)
+        y[idx] = yf
+        sat_lo, sat_hi = lf < af, uf > bf
+        m = idx.size
+        za = np.full(m, -1)
+        zb = np.full(m, -1)
+        if sat_lo.any():
+            za[sat_lo] = self.m.add_vars(np.zeros(sat_lo.sum()), 1.0, integer=True)
+        if sat_hi.any():
+            zb[sat_hi] = self.m.add_vars(np.zeros(sat_hi.sum()), 1.0, integer=True)
+        self.binaries += int(sat_lo.sum() + sat_hi.sum())
+        zero = np.zeros(m)
+        # y ≤ x + (a − l)·za  (za = 0: y ≤ x)
+        self.m.add_rows(np.stack([yf, xf, za], 1), np.stack([np.ones(m), -np.ones(m), np.where(sat_lo, -(af - lf), 0)], 1),
+                        -np.inf, zero)
+        # y ≥ x − (u − b)·zb  (zb = 0: y ≥ x)
+        self.m.add_rows(np.stack([yf, xf, zb], 1), np.stack([np.ones(m), -np.ones(m), np.where(sat_hi, uf - bf, 0)], 1),
+                        zero, np.inf)
+        if sat_lo.any():  # za = 1 ⇒ y ≤ a
+            k = np.flatnonzero(sat_lo)
+            self.m.add_rows(np.stack([yf[k], za[k]], 1), np.stack([np.ones(k.size), ymax[k] - af[k]], 1), -np.inf, ymax[k])
+        if sat_hi.any():  # zb = 1 ⇒ y ≥ b
+            k = np.flatnonzero(sat_hi)
+            self.m.add_rows(np.stack([yf[k], zb[k]], 1), np.stack([np.ones(k.size), -(bf[k] - ymin[k])], 1), ymin[k], np.inf)
+        both = sat_lo & sat_hi
+        if both.any():
+            k = np.flatnonzero(both)
+            self.m.add_rows(np.stack([za[k], zb[k]], 1), np.ones((k.size, 2)), -np.inf, 1.0)
+        return y
+
+
+def encode(graph: Graph, bounds: Bounds, mode: str = PROOF, integer_input: bool = False,
+           cuts: list[tuple[str, str, np.ndarray, np.ndarray]] = ()) -> Encoding:
+    """Encode ``graph`` over the box in ``bounds[graph.input_name]`` (one box: arrays (1, ...)).
+
+    ``bounds`` must be sound bounds of every tensor (e.g. :func:`vnncomp_qeb.analysis.dra.refined_bounds`).
+    ``integer_input`` makes the input columns integer (code-space inputs of a snapped twin).
+    ``cuts`` are ``(a, b, lo, hi)``: ``lo ≤ a − b ≤ hi`` elementwise for two tensors (the DRA's
+    hidden difference intervals); they are added to the proof model only if sound, i.e. always
+    computed from the same or a larger box.
+    """
+    enc = _Encoder(graph, bounds, mode)
+    lo, hi = enc.lohi(graph.input_name)
+    if integer_input:
+        lo, hi = np.ceil(lo - 1e-9), np.floor(hi + 1e-9)
+    enc.cols[graph.input_name] = enc.m.add_vars(lo, hi, integer=integer_input)
+    for op in graph.ops:
+        enc.cols[op.output] = np.asarray(enc.encode(op)).ravel()
+    for a, b, clo, chi in cuts:
+        ca, cb = enc.cols[a], enc.cols[b]
+        n = ca.size
+        enc.m.add_rows(np.stack([ca, cb], 1), np.stack([np.ones(n), -np.ones(n)], 1), _flat(clo), _flat(chi))
+    return Encoding(enc.m, enc.cols, graph, mode, enc.binaries)

@@ -1,0 +1,115 @@
+"""A solver-neutral mixed-integer linear program, built with numpy (rows in CSR form).
+
+Every back-end in :mod:`vnncomp_qeb.milp.backends` reads this one structure, so the encoding is
+written once. The objective is always *maximised*.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class MilpModel:
+    """Columns with bounds and integrality, ranged rows ``lo ≤ a·x ≤ hi``, a linear objective."""
+
+    def __init__(self):
+        self._lb: list[np.ndarray] = []
+        self._ub: list[np.ndarray] = []
+        self._int: list[np.ndarray] = []
+        self.n_vars = 0
+        self._starts: list[np.ndarray] = []
+        self._index: list[np.ndarray] = []
+        self._value: list[np.ndarray] = []
+        self._rlo: list[np.ndarray] = []
+        self._rhi: list[np.ndarray] = []
+        self.n_rows = 0
+        self._nnz = 0
+        self.objective = np.zeros(0)
+        self.offset = 0.0
+
+    def add_vars(self, lb, ub, integer: bool = False) -> np.ndarray:
+        """New columns (one per element of ``lb``); returns their indices, shaped like ``lb``."""
+        lb = np.asarray(lb, dtype=np.float64)
+        ub = np.broadcast_to(np.asarray(ub, dtype=np.float64), lb.shape)
+        if np.any(lb > ub):
+            raise ValueError("empty variable range")
+        idx = np.arange(self.n_vars, self.n_vars + lb.size).reshape(lb.shape)
+        self.n_vars += lb.size
+        self._lb.append(lb.ravel())
+        self._ub.append(ub.ravel().copy())
+        self._int.append(np.full(lb.size, integer))
+        return idx
+
+    def add_rows(self, cols: np.ndarray, vals: np.ndarray, lo, hi) -> None:
+        """Rows ``lo[r] ≤ Σ_k vals[r, k]·x[cols[r, k]] ≤ hi[r]``; zero coefficients and columns
+        < 0 are dropped, so rows of different lengths share one padded array."""
+        cols = np.atleast_2d(np.asarray(cols, dtype=np.int64))
+        vals = np.broadcast_to(np.asarray(vals, dtype=np.float64), cols.shape)
+        R = cols.shape[0]
+        if R == 0:
+            return
+        keep = (vals != 0) & (cols >= 0)
+        counts = keep.sum(axis=1)
+        self._starts.append(self._nnz + np.concatenate([[0], np.cumsum(counts)[:-1]]))
+        self._index.append(cols[keep])
+        self._value.append(vals[keep])
+        self._rlo.append(np.broadcast_to(np.asarray(lo, dtype=np.float64), (R,)).copy())
+        self._rhi.append(np.broadcast_to(np.asarray(hi, dtype=np.float64), (R,)).copy())
+        self.n_rows += R
+        self._nnz += int(counts.sum())
+
+    def tighten(self, idx: np.ndarray, lo, hi) -> None:
+        """Intersect the bounds of existing columns with ``[lo, hi]`` (never widens)."""
+        lb, ub = self.bounds()
+        idx = np.asarray(idx).ravel()
+        lo = np.broadcast_to(lo, idx.shape)
+        hi = np.broadcast_to(hi, idx.shape)
+        self._lb, self._ub = [np.maximum(lb, _scatter(lb.size, idx, lo, -np.inf))], \
+                             [np.minimum(ub, _scatter(ub.size, idx, hi, np.inf))]
+        self._int = [self.integrality()]
+
+    def copy(self) -> "MilpModel":
+        """An independent copy (the encoding is shared by several objectives)."""
+        other = MilpModel.__new__(MilpModel)
+        other.__dict__ = {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()}
+        return other
+
+    def set_objective(self, idx: np.ndarray, coef: np.ndarray, offset: float = 0.0) -> None:
+        """Maximise ``offset + Σ coef·x[idx]``."""
+        self.objective = np.zeros(self.n_vars)
+        np.add.at(self.objective, np.asarray(idx).ravel(), np.asarray(coef, dtype=np.float64).ravel())
+        self.offset = float(offset)
+
+    # -- read back by the back-ends ----------------------------------------------------------
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return _cat(self._lb), _cat(self._ub)
+
+    def integrality(self) -> np.ndarray:
+        return _cat(self._int).astype(bool)
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(starts, index, value, lower, upper) in CSR form."""
+        return (_cat(self._starts).astype(np.int64), _cat(self._index).astype(np.int64), _cat(self._value),
+                _cat(self._rlo), _cat(self._rhi))
+
+    def cost(self) -> np.ndarray:
+        c = np.zeros(self.n_vars)
+        c[: self.objective.size] = self.objective
+        return c
+
+    def row_values(self, x: np.ndarray) -> np.ndarray:
+        """``a·x`` of every row (to check a point against the model)."""
+        starts, index, value, _, _ = self.rows()
+        counts = np.diff(np.append(starts, index.size))
+        return np.bincount(np.repeat(np.arange(self.n_rows), counts), weights=value * x[index],
+                           minlength=self.n_rows)
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _scatter(n: int, idx: np.ndarray, v: np.ndarray, fill: float) -> np.ndarray:
+    out = np.full(n, fill)
+    out[idx] = v
+    return out
