@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, affine_error, exact_by_intervals, linear_bounds
-from vnncomp_qeb.analysis.interval import ROUND_ABS, propagate_op, round_rel, unit
+from vnncomp_qeb.analysis.interval import UNIT, propagate_op, rounding_band, unit
 from vnncomp_qeb.analysis.relax import clamp_params
-from vnncomp_qeb.analysis.interval import UNIT
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.ir.twin import Twin, find_twins
@@ -80,12 +79,13 @@ def _clamp_form(op: ops.Op | None, lo: np.ndarray, hi: np.ndarray):
     """(a, b, e): the op is within ``e`` of ``clamp(x, a, b)`` (real units) on [lo, hi]."""
     if op is None:
         return -np.inf, np.inf, 0.0
-    s, a, b, h_lo, h_hi, rounding = clamp_params(op)
+    s, a, b, rounding = clamp_params(op)
     if not rounding:  # Relu, Clip: scale 1, exact
         return a, b, 0.0
     s = np.asarray(s, dtype=np.float64)
     t = np.maximum(np.abs(lo), np.abs(hi)) / s
-    e = s * (max(h_lo, h_hi) + t * round_rel(op) + ROUND_ABS) + unit(op) * np.abs(s) * (t + 1)
+    h_lo, h_hi = rounding_band(op, t)
+    e = s * np.maximum(h_lo, h_hi) + unit(op) * np.abs(s) * (t + 1)
     return s * a, s * b, e
 
 

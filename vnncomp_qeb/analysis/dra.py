@@ -64,7 +64,7 @@ def refined_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, symbolic:
 def _unstable(op: ops.Op, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """(B, n) bool: neurons whose interval crosses a kink of the op (only their relaxations
     depend on how tight their input bounds are)."""
-    s, a, b, *_ = clamp_params(op)
+    s, a, b, _ = clamp_params(op)
     s = np.asarray(s, dtype=np.float64)
     kinks = [k for k in (s * a, s * b) if np.all(np.isfinite(k))]
     B = lo.shape[0]

@@ -33,6 +33,33 @@ def round_rel(op: ops.Op) -> float:
     return 4 * UNIT[op.precision]
 
 
+# round(t) − t ∈ [−h_lo, h_hi] for each rounding mode (ties either way)
+_BAND = {"half_even": (0.5, 0.5), "half_up": (0.5, 0.5), "half_away": (0.5, 0.5), "floor": (1.0, 0.0),
+         "ceil": (0.0, 1.0), "toward_zero": (1.0, 1.0)}
+
+
+def rounding_band(op: ops.Op, t_mag) -> tuple:
+    """``(h_lo, h_hi)`` with ``round(t) − t ∈ [−h_lo, h_hi]`` for what onnxruntime computes,
+    ``t_mag`` bounding |t|. Widened by the float error and the tie allowance, unless the op's
+    input is computed exactly on a grid of step ``g`` (``op.exact_step``): then the band is the
+    exact one, half-open sides closed by ``g`` (round half up: ``(−0.5, 0.5]`` → ``[−0.5 + g, 0.5]``)."""
+    h_lo, h_hi = _BAND[op.mode]
+    g = getattr(op, "exact_step", None)
+    if g is None:
+        w = np.asarray(t_mag) * round_rel(op) + ROUND_ABS
+        return h_lo + w, h_hi + w
+    g = min(g, 0.5)
+    if op.mode == "half_up":
+        return 0.5 - g, 0.5
+    if op.mode == "floor":
+        return 1.0 - g, 0.0
+    if op.mode == "ceil":
+        return 0.0, 1.0 - g
+    if op.mode == "toward_zero":
+        return 1.0 - g, 1.0 - g
+    return h_lo, h_hi
+
+
 def _widen(lo: np.ndarray, hi: np.ndarray, err: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     return lo - err, hi + err
 
@@ -65,10 +92,12 @@ def _scale(op: ops.MulConst, lo, hi):
 
 
 def _round_interval(op: ops.Op, lo, hi):
-    """Round both ends after widening: rounding is monotone, ties may fall either way."""
-    rel = round_rel(op)
-    lo = lo - (np.abs(lo) * rel + ROUND_ABS)
-    hi = hi + (np.abs(hi) * rel + ROUND_ABS)
+    """Round both ends (after widening, unless computed exactly): rounding is monotone, ties
+    may fall either way."""
+    if getattr(op, "exact_step", None) is None:
+        rel = round_rel(op)
+        lo = lo - (np.abs(lo) * rel + ROUND_ABS)
+        hi = hi + (np.abs(hi) * rel + ROUND_ABS)
     return ops.round_with(op.mode, lo), ops.round_with(op.mode, hi)
 
 

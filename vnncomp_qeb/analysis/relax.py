@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from vnncomp_qeb.analysis.interval import ROUND_ABS, round_rel, unit
+from vnncomp_qeb.analysis.interval import rounding_band, unit
 from vnncomp_qeb.ir import ops
 
 NONLINEAR = (ops.Relu, ops.Clip, ops.Round, ops.FakeQuant)
-_BAND = {"half_even": (0.5, 0.5), "half_up": (0.5, 0.5), "half_away": (0.5, 0.5), "floor": (1.0, 0.0),
-         "ceil": (0.0, 1.0), "toward_zero": (1.0, 1.0)}
 
 
 def _lower_line(L, U_, a, b):
@@ -43,17 +41,15 @@ def _upper_line(L, U_, a, b):
 
 
 def clamp_params(op: ops.Op):
-    """(scale s, a, b, band below, band above, rounds?) of an op in the form s·clamp(round(x/s), a, b)."""
+    """(scale s, a, b, rounds?) of an op in the form s·clamp(round(x/s), a, b)."""
     if isinstance(op, ops.Relu):
-        return 1.0, 0.0, np.inf, 0.0, 0.0, False
+        return 1.0, 0.0, np.inf, False
     if isinstance(op, ops.Clip):
-        return 1.0, op.lo, op.hi, 0.0, 0.0, False
+        return 1.0, op.lo, op.hi, False
     if isinstance(op, ops.Round):
-        lo, hi = _BAND[op.mode]
-        return 1.0, -np.inf, np.inf, lo, hi, True
+        return 1.0, -np.inf, np.inf, True
     if isinstance(op, ops.FakeQuant):
-        lo, hi = _BAND[op.mode]
-        return op.scale, op.qmin - op.zero_point, op.qmax - op.zero_point, lo, hi, True
+        return op.scale, op.qmin - op.zero_point, op.qmax - op.zero_point, True
     raise TypeError(op.kind)
 
 
@@ -61,12 +57,10 @@ def relax(op: ops.Op, lo: np.ndarray, hi: np.ndarray, out_lo: np.ndarray, out_hi
     """``(aL, bL, aU, bU)`` shaped like ``lo`` with ``aL·x + bL ≤ op(x) ≤ aU·x + bU`` on [lo, hi].
     ``out_lo``/``out_hi`` are the op's interval bounds: where they pin the output to one value,
     the relaxation is that constant."""
-    s, a, b, h_lo, h_hi, rounding = clamp_params(op)
+    s, a, b, rounding = clamp_params(op)
     s = np.asarray(s, dtype=np.float64)
     tl, tu = lo / s, hi / s
-    if rounding:
-        w = np.maximum(np.abs(tl), np.abs(tu)) * round_rel(op) + ROUND_ABS
-        h_lo, h_hi = h_lo + w, h_hi + w
+    h_lo, h_hi = rounding_band(op, np.maximum(np.abs(tl), np.abs(tu))) if rounding else (0.0, 0.0)
     la, lb = _lower_line(tl - h_lo, tu - h_lo, a, b)
     ua, ub = _upper_line(tl + h_hi, tu + h_hi, a, b)
     # in t: y/s ≥ la·(t − h_lo) + lb, y/s ≤ ua·(t + h_hi) + ub; with t = x/s and y = s·(y/s):

@@ -145,6 +145,9 @@ class Round(Op):
     """Elementwise rounding to integers (ONNX Round, Floor, Ceil, float→int Cast)."""
 
     mode: str = "half_even"
+    # spacing of the exact grid its input lies on when onnxruntime computes it exactly
+    # (set by vnncomp_qeb.analysis.exact); None: unknown, ties and float error are allowed for
+    exact_step: float | None = field(default=None, kw_only=True)
     kind = "Round"
 
     def forward(self, x):
@@ -167,6 +170,7 @@ class FakeQuant(Op):
     qmin: float = -128.0
     qmax: float = 127.0
     mode: str = "half_even"
+    exact_step: float | None = field(default=None, kw_only=True)  # of x/s; see Round
     kind = "FakeQuant"
 
     def integer(self, x: np.ndarray) -> np.ndarray:

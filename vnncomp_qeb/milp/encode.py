@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vnncomp_qeb.analysis.backsub import Bounds, affine_error
-from vnncomp_qeb.analysis.interval import ROUND_ABS, TINY, round_rel, unit
+from vnncomp_qeb.analysis.interval import TINY, rounding_band, unit
 from vnncomp_qeb.analysis.relax import clamp_params
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
@@ -114,7 +114,7 @@ class _Encoder:
             parts = [self.cols[n].reshape(self.shape(n)) for n in op.inputs]
             return np.concatenate(parts, axis=op.axis - 1 if op.axis > 0 else op.axis).ravel()
         if isinstance(op, (ops.Relu, ops.Clip)):
-            _, a, b, _, _, _ = clamp_params(op)
+            _, a, b, _ = clamp_params(op)
             xl, xu = self.lohi(op.inputs[0])
             return self.clamp(xs[0], xl, xu, np.full(xl.shape, a, dtype=np.float64), np.full(xl.shape, b, dtype=np.float64))
         if isinstance(op, (ops.Round, ops.FakeQuant)):
@@ -122,7 +122,7 @@ class _Encoder:
         raise NotImplementedError(f"no MILP encoding for {op.kind}")
 
     def rounding(self, op: ops.Op, x: np.ndarray) -> np.ndarray:
-        s, a, b, h_lo, h_hi, _ = clamp_params(op)
+        s, a, b, _ = clamp_params(op)
         n = x.size
         shape = self.shape(op.inputs[0])
         s = _flat(np.broadcast_to(np.asarray(s, dtype=np.float64), shape))
@@ -130,16 +130,16 @@ class _Encoder:
         b = _flat(np.broadcast_to(np.asarray(b, dtype=np.float64), shape))
         xl, xu = self.lohi(op.inputs[0])
         tl, tu = xl / s, xu / s
-        if self.mode == PROOF:
-            w = np.maximum(np.abs(tl), np.abs(tu)) * round_rel(op) + ROUND_ABS
-        else:
-            w = np.full(n, -WITNESS_DELTA)
-        # round(t) = r  ⇔  t − r ∈ [−h_hi, h_lo]  (band widened by w, or narrowed)
-        rl = np.ceil(tl - h_lo - np.maximum(w, 0))
-        ru = np.floor(tu + h_hi + np.maximum(w, 0))
-        ru = np.maximum(ru, rl)
+        # r = round(t)  ⇔  r − t ∈ [−h_lo, h_hi]: the proof band (widened, or exact), or the
+        # witness band narrowed by δ so that no point sits on a tie
+        h_lo, h_hi = rounding_band(op, np.maximum(np.abs(tl), np.abs(tu)))
+        h_lo, h_hi = np.broadcast_to(h_lo, (n,)), np.broadcast_to(h_hi, (n,))
+        rl = np.ceil(tl - h_lo)
+        ru = np.maximum(np.floor(tu + h_hi), rl)
+        if self.mode == WITNESS:
+            h_lo, h_hi = np.maximum(h_lo - WITNESS_DELTA, 0.0), np.maximum(h_hi - WITNESS_DELTA, 0.0)
         r = self.m.add_vars(rl, ru, integer=True)
-        self.m.add_rows(np.stack([x, r], axis=1), np.stack([1.0 / s, -np.ones(n)], axis=1), -h_hi - w, h_lo + w)
+        self.m.add_rows(np.stack([x, r], axis=1), np.stack([1.0 / s, -np.ones(n)], axis=1), -h_hi, h_lo)
         q = self.clamp(r, rl, ru, a, b)
         if not isinstance(op, ops.FakeQuant):
             return q

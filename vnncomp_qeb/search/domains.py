@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from vnncomp_qeb.analysis.exact import annotate_exact
 from vnncomp_qeb.analysis.interval import ROUND_ABS, round_rel
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.fuse import normalise
@@ -23,10 +24,12 @@ class RealDomain:
 
     def __init__(self, graph: Graph):
         self.graph = graph
-        self.analysis_graph = normalise(graph)
+        self._normalised = self.analysis_graph = normalise(graph)
 
     def initial(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
+        """The case's box; the analysis graph learns which roundings are exact over it."""
         self.width0 = np.where(case.upper > case.lower, case.upper - case.lower, 1.0)
+        self.analysis_graph = annotate_exact(self._normalised, None, case.lower, case.upper)
         return case.lower[None].copy(), case.upper[None].copy()
 
     def split(self, L: np.ndarray, U: np.ndarray):
@@ -55,7 +58,11 @@ class CodeDomain(RealDomain):
         second = ops.MulConst((first.output,), snap.output, c=np.asarray(snap.scale, dtype=np.float64),
                               precision=snap.precision)
         rest = [op for op in graph.ops if op is not snap]
-        super().__init__(replace(graph, ops=[first, second] + rest, shapes={}))
+        code_graph = replace(graph, ops=[first, second] + rest, shapes={})
+        # codes are integers in [qmin, qmax]: mark the rounding steps onnxruntime computes exactly
+        lo, hi = np.full(flat, float(snap.qmin)), np.full(flat, float(snap.qmax))
+        self.graph = annotate_exact(code_graph, 1.0, lo, hi)
+        self.analysis_graph = annotate_exact(normalise(code_graph), 1.0, lo, hi)
 
     def initial(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
         """Every code the box can reach, ties and float32 division error included."""

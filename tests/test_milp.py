@@ -1,0 +1,278 @@
+"""The complete search against exhaustive enumeration, and the MILP machinery on its own.
+
+Ground truth: tiny twins whose input is snapped to a grid small enough to enumerate; the true
+maximum of each output difference is computed by onnxruntime over every grid point, then the
+MILP is asked at ε 0.1 % above it (must never find a witness) and 0.1 % below it (must never
+prove). Zero wrong verdicts over a few hundred cases; nearly all decided.
+"""
+
+import threading
+import zlib
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import psutil
+import pytest
+
+import models as M
+from vnncomp_qeb.io.fixed_point import QebNet, faithful_twin
+from vnncomp_qeb.io.instance import load_instance
+from vnncomp_qeb.io.replay import replay
+from vnncomp_qeb.io.vnnlib_writer import error_bound_v1
+from vnncomp_qeb.isolate import CRASHED, OK, OUT_OF_MEMORY, OUT_OF_TIME, run_isolated
+from vnncomp_qeb.milp.backends import (INTERRUPTED, OPTIMAL, GurobiBackend, HighsBackend, ScipBackend,
+                                       backend_chain, solve_with_fallback)
+from vnncomp_qeb.milp.encode import PROOF, WITNESS, encode
+from vnncomp_qeb.milp.model import MilpModel
+from vnncomp_qeb.milp.solve import milp_box
+from vnncomp_qeb.analysis.dra import refined_bounds
+from vnncomp_qeb.ir.fuse import normalise
+from vnncomp_qeb.search.domains import CodeDomain, domain_for
+
+SCALE = 0.25
+
+
+def _fixed_point_twin(path, seed, Q):
+    rng = np.random.default_rng(seed)
+    sizes = (3, int(rng.integers(4, 7)), int(rng.integers(4, 7)), 2)
+    Ws = [rng.normal(size=(a, b)) / np.sqrt(a) * (1 / 64 if k == 0 else 1) for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    bs = [rng.normal(size=b) * 0.1 for b in sizes[1:]]
+    net = QebNet(f"rand{seed}", Ws, bs, {"family": "acasxu"})
+    onnx.save(faithful_twin(net, Q), str(path))
+    return str(path), 1.0  # integer inputs: grid step 1
+
+
+def _static_twin(d, seed, fmt, pc):
+    f = M.float_mlp(d / f"f{seed}.onnx", sizes=(3, 6, 6, 2), seed=seed)
+    q = M.quantize(f, d / f"q{seed}{fmt}{pc}.onnx", fmt, pc, n_in=3, seed=seed)
+    return M.snapped_twin(f, q, d / f"t{seed}{fmt}{pc}.onnx", SCALE), SCALE
+
+
+def _ground_truth_cases(path, step, rng, n_boxes):
+    """(lower, upper, output, sign, true max of sign·y_output) for random grid boxes."""
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    dtype = np.float64 if sess.get_inputs()[0].type == "tensor(double)" else np.float32
+    out = []
+    for _ in range(n_boxes):
+        k_lo = rng.integers(-6, 4, size=3)
+        k_hi = k_lo + rng.integers(1, 5, size=3)
+        x = M.grid_points(k_lo, k_hi, step).astype(dtype)
+        y = np.vstack([sess.run(None, {name: p[None]})[0] for p in x]).astype(np.float64)
+        for o in range(y.shape[1]):
+            for sign in (1, -1):
+                out.append(((k_lo - 0.25) * step, (k_hi + 0.25) * step, o, sign, float((sign * y[:, o]).max())))
+    return out
+
+
+def _spec_text(lower, upper, o, sign, eps, n_out):
+    """Unsafe: sign·Y_o ≥ eps (one polytope)."""
+    lines = [f"(declare-const X_{i} Real)" for i in range(lower.size)]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+    for i, (a, b) in enumerate(zip(lower, upper)):
+        lines += [f"(assert (>= X_{i} {float(a)!r}))", f"(assert (<= X_{i} {float(b)!r}))"]
+    lines.append(f"(assert (>= Y_{o} {float(eps)!r}))" if sign > 0 else f"(assert (<= Y_{o} {-float(eps)!r}))")
+    return "\n".join(lines) + "\n"
+
+
+def _milp_verdict(inst, deadline_s=20.0):
+    case = inst.spec.cases[0]
+    dom = domain_for(inst.graph)
+    L, U = dom.initial(case)
+
+    def check(points):
+        r = replay(inst, dom.to_input(points, case)[0])
+        return r if r.ok else None
+
+    res = milp_box(dom.analysis_graph, L[0], U[0], case.polytopes, integer_input=isinstance(dom, CodeDomain),
+                   deadline=time.monotonic() + deadline_s, chain=backend_chain(), check=check)
+    return "unsat" if res.proven else ("sat" if res.found else "open"), res
+
+
+FAMILIES = [("fixed-point", Q) for Q in (4, 6, 8)] + [("static", form) for form in
+                                                        (("QDQ", False), ("QDQ", True), ("QOperator", False), ("QOperator", True))]
+
+
+@pytest.mark.parametrize("family, variant", FAMILIES, ids=[f"{f}-{v}" for f, v in FAMILIES])
+def test_milp_verdicts_match_enumeration(tmp_path, family, variant):
+    rng = np.random.default_rng(zlib.crc32(f"{family}{variant}".encode()))
+    wrong, undecided, total = [], 0, 0
+    for seed in range(4 if family == "fixed-point" else 2):
+        if family == "fixed-point":
+            path, step = _fixed_point_twin(tmp_path / f"t{seed}.onnx", seed, variant)
+        else:
+            path, step = _static_twin(tmp_path, seed, *variant)
+        for lower, upper, o, sign, top in _ground_truth_cases(path, step, rng, n_boxes=2 if family == "fixed-point" else 3):
+            gap = 1e-3 * abs(top) + 1e-5  # the dual bound is trusted to 1e-6 of the objective's scale
+            for eps, truth in ((top + gap, "unsat"), (top - gap, "sat")):
+                spec = tmp_path / "s.vnnlib"
+                spec.write_text(_spec_text(lower, upper, o, sign, eps, 2))
+                inst = load_instance(str(spec), path)
+                verdict, res = _milp_verdict(inst)
+                total += 1
+                if verdict == "open":
+                    undecided += 1
+                    print("undecided", truth, top, eps, res.bound, [(r.status, r.bound, r.objective) for r in res.solves])
+                elif verdict != truth:
+                    wrong.append((seed, o, sign, top, eps, verdict, res.bound))
+                if verdict == "sat":
+                    assert res.found.ok and sign * res.found.y[o] >= eps
+    print(f"{family} {variant}: {total} verdicts, {len(wrong)} wrong, {undecided} undecided")
+    assert not wrong, wrong
+    assert undecided <= 0.05 * total
+
+
+def _tiny_model(rng, n=8):
+    m = MilpModel()
+    x = m.add_vars(np.full(n, -3.0), np.full(n, 3.0), integer=True)
+    y = m.add_vars(np.full(n, -1.0), np.full(n, 2.0))
+    A = rng.integers(-3, 4, size=(6, n))
+    m.add_rows(np.tile(x, (6, 1)), A, -4.0, 5.0)
+    m.add_rows(np.stack([y, x], 1), np.stack([np.ones(n), -0.5 * np.ones(n)], 1), -0.25, 0.25)
+    c = rng.normal(size=2 * n)
+    m.set_objective(np.concatenate([x, y]), c, 0.5)
+    return m, A, c
+
+
+def test_backends_agree_with_enumeration():
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        m, A, c = _tiny_model(rng, n=5)
+        grid = np.stack(np.meshgrid(*[np.arange(-3, 4)] * 5, indexing="ij"), -1).reshape(-1, 5)
+        ok = np.all((grid @ A.T >= -4) & (grid @ A.T <= 5), axis=1)
+        # y_i ∈ [0.5x − 0.25, 0.5x + 0.25] ∩ [−1, 2]: pick the best end per sign of its cost
+        g = grid[ok]
+        ylo, yhi = np.maximum(0.5 * g - 0.25, -1), np.minimum(0.5 * g + 0.25, 2)
+        feas = np.all(ylo <= yhi, axis=1)
+        best = (g @ c[:5] + np.where(c[5:] > 0, yhi, ylo) @ c[5:] + 0.5)[feas].max()
+        for backend in (HighsBackend(), ScipBackend()):
+            r = backend.solve(m, 10)
+            assert r.status == OPTIMAL and abs(r.objective - best) < 1e-6 and r.bound >= best - 1e-6, backend.name
+            assert np.all(np.abs(m.row_values(r.x)[: 6] - A @ r.x[:5]) < 1e-9)
+
+
+def test_interrupt_from_another_thread():
+    rng = np.random.default_rng(1)
+    m = MilpModel()  # a knapsack-like model HiGHS cannot finish in a fraction of a second
+    n = 300
+    x = m.add_vars(np.zeros(n), np.ones(n), integer=True)
+    w = rng.integers(1000, 2000, size=(40, n))
+    m.add_rows(np.tile(x, (40, 1)), w, -np.inf, w.sum(axis=1) / 2 + 0.5)
+    m.set_objective(x, rng.integers(1000, 2000, size=n))
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    t0 = time.monotonic()
+    r = HighsBackend().solve(m, 30, stop=stop)
+    assert time.monotonic() - t0 < 5
+    assert r.status in (INTERRUPTED, OPTIMAL) and r.bound >= (r.objective or -np.inf)
+
+
+def test_gurobi_size_limited_licence_falls_back():
+    if not GurobiBackend.available():
+        pytest.skip("gurobipy not installed")
+    rng = np.random.default_rng(2)
+    m = MilpModel()
+    x = m.add_vars(np.zeros(2500), np.ones(2500), integer=True)  # above the pip licence's 2000
+    m.add_rows(x[None, :], np.ones((1, 2500)), -np.inf, 3.5)
+    m.set_objective(x, rng.random(2500))
+    r = GurobiBackend().solve(m, 10)
+    if r.status != "error":
+        pytest.skip("a full Gurobi licence is present")
+    assert "size-limited" in r.message
+    fallback = solve_with_fallback([GurobiBackend(), HighsBackend()], m, 10)
+    assert fallback.backend == "highs" and fallback.status == OPTIMAL and abs(fallback.objective - np.sort(m.cost())[-3:].sum()) < 1e-9
+
+
+def test_encodings_contain_onnxruntime(tmp_path):
+    """Inputs fixed at grid points: the proof model's range of every output contains what
+    onnxruntime computes, and the witness model reproduces it."""
+    path, step = _static_twin(tmp_path, 7, "QDQ", True)
+    graph = normalise(load_instance(_write_box(tmp_path), path).graph)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(3)
+    for _ in range(8):
+        x = (rng.integers(-4, 5, size=3) * step).astype(np.float32)
+        y = sess.run(None, {"X": x[None]})[0][0].astype(np.float64)
+        lo, hi = x.astype(np.float64) - 0.05, x.astype(np.float64) + 0.05  # contains one grid point
+        bounds, _ = refined_bounds(graph, lo[None], hi[None])
+        for mode in (PROOF, WITNESS):
+            enc = encode(graph, bounds, mode)
+            for j in range(2):
+                for sign in (1, -1):
+                    m = enc.model.copy()
+                    m.set_objective(enc.outputs[j:j + 1], np.array([float(sign)]))
+                    r = HighsBackend().solve(m, 10)
+                    assert r.status == OPTIMAL
+                    if mode == PROOF:
+                        assert sign * y[j] <= r.bound + 1e-7
+                    else:
+                        assert abs(r.objective - sign * y[j]) <= 1e-5 * (1 + abs(y[j]))
+
+
+def _write_box(tmp_path):
+    p = tmp_path / "box.vnnlib"
+    p.write_text(error_bound_v1(np.full(3, -1.0), np.full(3, 1.0), 1.0, [0, 1], 2))
+    return str(p)
+
+
+def _hog(mb):
+    block = np.ones(int(mb * 2**20 / 8))
+    time.sleep(5)
+    return block.sum()
+
+
+def _sleep(s):
+    time.sleep(s)
+    return "woke"
+
+
+def _boom():
+    raise ValueError("broken solver")
+
+
+def test_isolation_watchdog():
+    r = run_isolated(_sleep, 0.1, deadline=time.monotonic() + 5)
+    assert r.status == OK and r.value == "woke"
+    t0 = time.monotonic()
+    r = run_isolated(_sleep, 30, deadline=time.monotonic() + 0.5)
+    assert r.status == OUT_OF_TIME and time.monotonic() - t0 < 3
+    r = run_isolated(_hog, 600, deadline=time.monotonic() + 10, memory_mb=300)
+    assert r.status == OUT_OF_MEMORY and r.peak_mb > 300
+    r = run_isolated(_boom, deadline=time.monotonic() + 5)
+    assert r.status == CRASHED and "broken solver" in r.message
+    assert not psutil.Process().children(recursive=True)
+
+
+@pytest.mark.parametrize("kind", ["fixed-point-4", "fixed-point-8", "pow2-qdq"])
+def test_exact_rounding_bands_stay_sound(tmp_path, kind):
+    """Where the exactness analysis narrows a rounding band (code-space graph), every mode's
+    bounds still contain what onnxruntime computes at every grid point of the box."""
+    from vnncomp_qeb.analysis.dra import MODES, difference_bounds
+
+    if kind == "pow2-qdq":
+        path, step = M.pow2_qdq_mlp(tmp_path / "p.onnx", sizes=(3, 8, 8, 2), seed=5), 2.0**-4
+    else:
+        path, step = _fixed_point_twin(tmp_path / "t.onnx", 11, int(kind[-1]))
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    dtype = np.float64 if sess.get_inputs()[0].type == "tensor(double)" else np.float32
+    rng = np.random.default_rng(4)
+    marked = 0
+    for _ in range(4):
+        k_lo = rng.integers(-8, 4, size=3)
+        k_hi = k_lo + rng.integers(1, 6, size=3)
+        spec = tmp_path / "s.vnnlib"
+        spec.write_text(error_bound_v1((k_lo - 0.25) * step, (k_hi + 0.25) * step, 1.0, [0, 1], 2))
+        inst = load_instance(str(spec), path)
+        dom = domain_for(inst.graph)
+        assert isinstance(dom, CodeDomain)
+        marked = max(marked, sum(getattr(op, "exact_step", None) is not None for op in dom.analysis_graph.ops))
+        L, U = dom.initial(inst.spec.cases[0])
+        x = M.grid_points(k_lo, k_hi, step).astype(dtype)
+        y = np.vstack([sess.run(None, {name: p[None]})[0] for p in x]).astype(np.float64)
+        for mode in MODES:
+            lo, hi = difference_bounds(dom.analysis_graph, L.astype(float), U.astype(float), mode)
+            assert np.all(y >= lo - 1e-12) and np.all(y <= hi + 1e-12), mode
+    assert marked > 0, "the analysis should find exact rounding steps in this model"
