@@ -1,4 +1,4 @@
-"""Command line: ``vnncomp-qeb verify | inspect | check | bounds | twin | spec``."""
+"""Command line: ``vnncomp-qeb verify | inspect | check | bounds | twin | spec | bench | supports``."""
 
 from __future__ import annotations
 
@@ -64,8 +64,15 @@ def cmd_verify(args) -> int:
     print(verdict)
     if outcome.verdict == SAT and outcome.witness:
         print(outcome.witness)
-    print(f"{outcome.verdict} by {outcome.stage or '-'} in {time.time() - start:.2f}s"
+    elapsed = time.time() - start
+    print(f"{outcome.verdict} by {outcome.stage or '-'} in {elapsed:.2f}s"
           f"{': ' + outcome.message if outcome.message else ''}", file=sys.stderr)
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump({"verdict": outcome.verdict, "stage": outcome.stage, "message": outcome.message,
+                       "time": elapsed, "stats": outcome.stats}, f)
     return 0
 
 
@@ -166,6 +173,59 @@ def cmd_spec(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """Run a benchmark's instances; write results, a summary, a cactus plot, a comparison."""
+    import json
+
+    from vnncomp_qeb import bench
+
+    rows = bench.read_instances(args.instances, args.timeout, args.match)
+    if args.limit:
+        rows = rows[: args.limit]
+    if not rows:
+        raise QebError(f"{args.instances}: no instances")
+    out_dir = args.out or os.path.join("bench-results", time.strftime("%Y%m%d-%H%M%S"))
+    extra = ["--no-milp"] if args.no_milp else []
+    extra += ["--backend", args.backend]
+    rows = bench.run_all(rows, args.jobs, extra, progress=not args.no_progress)
+    bench.write(rows, out_dir)
+    text = bench.summary(rows)
+    runs = {"this run": rows}
+    if args.compare:
+        with open(args.compare) as f:
+            previous = json.load(f)
+        text += "\n\n" + bench.compare(rows, previous)
+        runs["earlier run"] = [bench.Row(**p) for p in previous]
+    bench.cactus(runs, os.path.join(out_dir, "cactus.png"))
+    with open(os.path.join(out_dir, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    print(f"results in {out_dir}/ (results.csv, results.json, summary.txt, cactus.png)")
+    return 0
+
+
+SUPPORTED_OPERATORS = ["Add", "Cast", "Ceil", "Clip", "Concat", "Constant", "DequantizeLinear", "Div", "Flatten",
+                       "Floor", "Gemm", "Identity", "MatMul", "MatMulInteger", "Mul", "QGemm", "QLinearAdd",
+                       "QLinearMatMul", "QuantizeLinear", "Relu", "Reshape", "Round", "Sub"]
+
+
+def cmd_supports(args) -> int:
+    """What the verifier accepts, in the form of the VNN-LIB 2.0 tool interface."""
+    if args.onnx_operators:
+        print("\n".join(SUPPORTED_OPERATORS))
+    if args.vnnlib_versions:
+        print("1.0\n2.0")
+    if args.verdicts:
+        print("sat\nunsat\ntimeout\nunknown\nerror")
+    if args.multiple_networks:
+        print("yes")
+    if not (args.onnx_operators or args.vnnlib_versions or args.verdicts or args.multiple_networks):
+        print("onnx operators: " + ", ".join(SUPPORTED_OPERATORS))
+        print("vnnlib versions: 1.0, 2.0 (several networks, equalities between inputs)")
+        print("verdicts: sat (with a replayed witness), unsat, timeout, unknown, error")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vnncomp-qeb", description=__doc__)
     p.add_argument("--version", action="version", version=f"vnncomp-qeb {__version__}")
@@ -186,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MILP solver tried first (default highs; others are fallbacks when installed)")
     v.add_argument("--memory-mb", type=float, help="memory cap of the MILP process (default: 75%% of free memory)")
     v.add_argument("--no-milp", action="store_true", help="bounds and branch and bound only")
+    v.add_argument("--json", help="also write verdict, deciding stage, message and statistics to this JSON file")
     v.add_argument("--category", default="", help="benchmark category (harness use; informational)")
     v.set_defaults(func=cmd_verify)
 
@@ -224,6 +285,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1: difference model Y = N - Q; 2: two networks N and Q, inputs tied")
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=cmd_spec)
+
+    r = sub.add_parser("bench", help="run a benchmark's instances.csv: results, summary, cactus plot, comparison")
+    r.add_argument("instances", help="instances.csv (model,spec,timeout per line, paths relative to it)")
+    r.add_argument("--timeout", type=float, help="seconds per instance (default: the CSV's)")
+    r.add_argument("--jobs", type=int, default=1, help="instances run at once (default 1)")
+    r.add_argument("--out", help="folder for the results (default bench-results/<time>)")
+    r.add_argument("--compare", metavar="RESULTS.json", help="an earlier run's results.json to compare against")
+    r.add_argument("--match", default="", help="only instances whose model or spec path contains this")
+    r.add_argument("--limit", type=int, help="only the first N instances")
+    r.add_argument("--backend", default="highs", choices=["highs", "scip", "gurobi"])
+    r.add_argument("--no-milp", action="store_true")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=cmd_bench)
+
+    u = sub.add_parser("supports", help="what the tool supports (VNN-LIB 2.0 tool interface)")
+    u.add_argument("--onnx-operators", action="store_true", help="ONNX operators, one per line")
+    u.add_argument("--vnnlib-versions", action="store_true")
+    u.add_argument("--verdicts", action="store_true")
+    u.add_argument("--multiple-networks", action="store_true")
+    u.set_defaults(func=cmd_supports)
     return p
 
 
