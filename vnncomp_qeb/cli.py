@@ -217,9 +217,17 @@ def cmd_supports(args) -> int:
         print("1.0\n2.0")
     if args.verdicts:
         print("sat\nunsat\ntimeout\nunknown\nerror")
-    if args.multiple_networks:
-        print("yes")
-    if not (args.onnx_operators or args.vnnlib_versions or args.verdicts or args.multiple_networks):
+    if args.multiple_network_theories:  # one network; several with separate or tied (==) inputs
+        print("SNET\nMNET")
+    if args.hidden_node_theories:  # constraints on hidden nodes are not supported
+        print("NH")
+    if args.multiple_input_output_theories:  # one input and one output tensor per network
+        print("SIO")
+    if args.arithmetic_complexity_theories:  # bounds and linear output constraints; inputs are boxes
+        print("BND\nOUTC")
+    flags = (args.onnx_operators, args.vnnlib_versions, args.verdicts, args.multiple_network_theories,
+             args.hidden_node_theories, args.multiple_input_output_theories, args.arithmetic_complexity_theories)
+    if not any(flags):
         print("onnx operators: " + ", ".join(SUPPORTED_OPERATORS))
         print("vnnlib versions: 1.0, 2.0 (several networks, equalities between inputs)")
         print("verdicts: sat (with a replayed witness), unsat, timeout, unknown, error")
@@ -303,7 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--onnx-operators", action="store_true", help="ONNX operators, one per line")
     u.add_argument("--vnnlib-versions", action="store_true")
     u.add_argument("--verdicts", action="store_true")
-    u.add_argument("--multiple-networks", action="store_true")
+    u.add_argument("--multiple-network-theories", action="store_true")
+    u.add_argument("--hidden-node-theories", action="store_true")
+    u.add_argument("--multiple-input-output-theories", action="store_true")
+    u.add_argument("--arithmetic-complexity-theories", action="store_true")
     u.set_defaults(func=cmd_supports)
     return p
 
