@@ -29,12 +29,19 @@ PY="$DIR/.venv/bin/python"; [ -x "$PY" ] || PY="$(command -v python3)"
 HARD=$(awk -v t="$TIMEOUT" -v s="$START" -v n="$(date +%s.%N)" \
   'BEGIN { h = t - (n - s) - 0.5; if (h < 0.5) h = 0.5; printf "%.2f", h }' 2>/dev/null) || HARD=1
 
+# Per-benchmark settings: extra verifier arguments from specs/CATEGORY/verifier_args (one line),
+# then from $QEB_VERIFY_ARGS (e.g. "--backend scip --memory-mb 4000").
+EXTRA=()
+SETTINGS="$DIR/specs/$CATEGORY/verifier_args"
+if [ -n "$CATEGORY" ] && [ -f "$SETTINGS" ]; then read -r -a EXTRA < "$SETTINGS" || true; fi
+if [ -n "${QEB_VERIFY_ARGS:-}" ]; then read -r -a MORE <<< "$QEB_VERIFY_ARGS"; EXTRA+=("${MORE[@]}"); fi
+
 PIDDIR="${TMPDIR:-/tmp}/vnncomp-qeb-$(id -u)"
 mkdir -p "$PIDDIR" 2>/dev/null
 # `timeout` puts the verifier in its own process group and signals that whole group.
 PYTHONPATH="$DIR${PYTHONPATH:+:$PYTHONPATH}" timeout -k 0.3 "$HARD" \
   "$PY" -m vnncomp_qeb verify "$ONNX" "$VNNLIB" --timeout "$TIMEOUT" --start-time "$START" \
-  --results "$RESULTS" --category "$CATEGORY" < /dev/null 1>&2 &
+  --results "$RESULTS" --category "$CATEGORY" ${EXTRA[@]+"${EXTRA[@]}"} < /dev/null 1>&2 &
 CHILD=$!
 echo "$CHILD" > "$PIDDIR/$CHILD.pid" 2>/dev/null
 trap 'kill -KILL -- "-$CHILD" 2>/dev/null; rm -f "$PIDDIR/$CHILD.pid"; verdict timeout; exit 0' TERM INT HUP

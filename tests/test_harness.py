@@ -172,3 +172,41 @@ def test_cli_twin_and_spec_commands(tmp_path, int8_models):
     from vnncomp_qeb.portfolio import verify
 
     assert verify(inst, 10.0, log=lambda m: None).verdict in ("sat", "unsat")
+
+
+def _hard_mnist_instance(tmp_path):
+    """P1 at Q = 4 around paper sample 2898 (index 15), ε = 1: undecided within a minute and
+    784 free inputs, so the schedule reaches the MILP stage."""
+    import onnx
+
+    from vnncomp_qeb.io.fixed_point import faithful_twin, load_qebnet
+    from vnncomp_qeb.io.vnnlib_writer import error_bound_v1
+
+    net = load_qebnet(os.path.join(ROOT, "specs", "networks", "qebverif", "PTQ_mnist_1blk_100_in_8_relu_0.npz"))
+    x0 = np.load(os.path.join(ROOT, "specs", "networks", "mnist_samples.npz"))["paper_images"][15].astype(float)
+    twin, spec = tmp_path / "p1q4.onnx", tmp_path / "p1q4.vnnlib"
+    onnx.save(faithful_twin(net, 4), str(twin))
+    c = int(np.argmax(net.float_forward(x0[None])[0]))
+    spec.write_text(error_bound_v1(np.clip(x0 - 3, 0, 255), np.clip(x0 + 3, 0, 255), 1.0, [c], 10))
+    return twin, spec
+
+
+def test_milp_stage_timeout_leaves_nothing(tmp_path):
+    twin, spec = _hard_mnist_instance(tmp_path)
+    results = tmp_path / "r.txt"
+    start = time.monotonic()
+    verdict, _, err = run_instance(twin, spec, results, timeout=8, cwd=tmp_path)
+    assert time.monotonic() - start < 8.0
+    assert verdict == "timeout", err
+    assert "milp" in err  # the MILP child ran and was stopped at the deadline
+    assert _ours(results) == []
+
+
+def test_memory_cap_kills_the_solver_not_the_run(tmp_path, monkeypatch):
+    twin, spec = _hard_mnist_instance(tmp_path)
+    results = tmp_path / "r.txt"
+    monkeypatch.setenv("QEB_VERIFY_ARGS", "--memory-mb 5")  # far below what any MILP child needs
+    verdict, _, err = run_instance(twin, spec, results, timeout=20, cwd=tmp_path)
+    assert verdict == "unknown", err
+    assert "out_of_memory" in err
+    assert _ours(results) == []

@@ -30,6 +30,7 @@ class Row:
     time: float = 0.0
     stage: str = ""
     message: str = ""
+    cwd: str = ""  # the instances.csv folder: model and spec paths are relative to it
 
 
 def category_of(model: str, spec: str) -> str:
@@ -53,8 +54,7 @@ def read_instances(csv_path: str, timeout: float | None = None, match: str = "")
             model, spec, t = rec[0].strip(), rec[1].strip(), float(rec[2])
             if match and match not in model and match not in spec:
                 continue
-            rows.append(Row(category_of(model, spec), os.path.join(root, model) if not model.startswith("[") else model,
-                            os.path.join(root, spec), timeout if timeout is not None else t))
+            rows.append(Row(category_of(model, spec), model, spec, timeout if timeout is not None else t, cwd=root))
     return rows
 
 
@@ -67,7 +67,7 @@ def run_one(row: Row, extra: list[str]) -> Row:
         t0 = time.monotonic()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=row.timeout + KILL_GRACE_S,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, cwd=row.cwd or None)
             err = proc.stderr.strip().splitlines()
         except subprocess.TimeoutExpired:
             err = ["killed by the runner"]

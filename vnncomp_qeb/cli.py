@@ -204,15 +204,18 @@ def cmd_bench(args) -> int:
     return 0
 
 
-SUPPORTED_OPERATORS = ["Add", "Cast", "Ceil", "Clip", "Concat", "Constant", "DequantizeLinear", "Div", "Flatten",
-                       "Floor", "Gemm", "Identity", "MatMul", "MatMulInteger", "Mul", "QGemm", "QLinearAdd",
-                       "QLinearMatMul", "QuantizeLinear", "Relu", "Reshape", "Round", "Sub"]
+def supported_operators() -> list[str]:
+    """ONNX operators the loader reads (its handler registry; Constant is folded generically)."""
+    from vnncomp_qeb.io import onnx_loader  # noqa: F401 - registers the handlers
+    from vnncomp_qeb.io.onnx_context import HANDLERS
+
+    return sorted({name.split(".")[-1] for name in HANDLERS} | {"Constant"})
 
 
 def cmd_supports(args) -> int:
     """What the verifier accepts, in the form of the VNN-LIB 2.0 tool interface."""
     if args.onnx_operators:
-        print("\n".join(SUPPORTED_OPERATORS))
+        print("\n".join(supported_operators()))
     if args.vnnlib_versions:
         print("1.0\n2.0")
     if args.verdicts:
@@ -228,7 +231,7 @@ def cmd_supports(args) -> int:
     flags = (args.onnx_operators, args.vnnlib_versions, args.verdicts, args.multiple_network_theories,
              args.hidden_node_theories, args.multiple_input_output_theories, args.arithmetic_complexity_theories)
     if not any(flags):
-        print("onnx operators: " + ", ".join(SUPPORTED_OPERATORS))
+        print("onnx operators: " + ", ".join(supported_operators()))
         print("vnnlib versions: 1.0, 2.0 (several networks, equalities between inputs)")
         print("verdicts: sat (with a replayed witness), unsat, timeout, unknown, error")
     return 0
