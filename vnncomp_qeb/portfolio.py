@@ -32,7 +32,7 @@ from vnncomp_qeb.io.results import SAT, TIMEOUT, UNKNOWN, UNSAT, counterexample
 from vnncomp_qeb.isolate import OK, run_isolated
 from vnncomp_qeb.milp.backends import backend_chain
 from vnncomp_qeb.milp.solve import milp_box
-from vnncomp_qeb.search.attack import pgd
+from vnncomp_qeb.search.attack import coordinate_search, pgd
 from vnncomp_qeb.search.domains import CodeDomain, domain_for
 from vnncomp_qeb.search.sampling import best_candidates, box_points
 from vnncomp_qeb.spec import Case
@@ -45,6 +45,7 @@ DRA_CALL_S = 0.25  # target seconds per call: the deadline is checked between ca
 SPLIT_DIMS = 12  # inputs with more free dimensions than this get the MILP after a short split
 SPLIT_SHARE = 0.1  # share of the remaining budget the split gets before the MILP takes over
 SAMPLES, ATTACK_STARTS, ATTACK_STEPS = 4096, 8, 20
+SEARCH_SHARE = 0.05  # most of the budget the coordinate search may take
 
 
 @dataclass
@@ -133,9 +134,16 @@ class _Run:
             if found or self.out_of_time():
                 return found
             starts, _ = best_candidates(self.inst.graph, case, points, ATTACK_STARTS)
-            found = self.try_points(case, pgd(self.inst.graph, case, starts, ATTACK_STEPS, self.rng), "attack")
+            visited = pgd(self.inst.graph, case, starts, ATTACK_STEPS, self.rng)
+            found = self.try_points(case, visited, "attack")
             if found or self.out_of_time():
                 return found
+            # exact-margin coordinate ascent from the best points (sees through rounding)
+            until = time.monotonic() + SEARCH_SHARE * (self.deadline - time.monotonic())
+            for x0 in best_candidates(self.inst.graph, case, visited, 2)[0]:
+                found = self.try_points(case, coordinate_search(self.inst.graph, case, x0, deadline=until), "attack")
+                if found or self.out_of_time():
+                    return found
         return None
 
     def dra_open(self, domain, case: Case, L: np.ndarray, U: np.ndarray, until: float) -> np.ndarray | None:
