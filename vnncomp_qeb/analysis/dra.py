@@ -132,7 +132,7 @@ def difference_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray,
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _difference_graph(graph: Graph):
+def cached_difference_graph(graph: Graph):
     """The graph's difference graph (or None), built once per graph and kept on it."""
     if not hasattr(graph, "_difference_graph"):
         graph._difference_graph = difference_graph(graph)
@@ -145,7 +145,7 @@ def _difference_chunk(graph, lower, upper, mode):
     if mode == "base":
         return lo, hi
     if mode == "con":
-        dg = _difference_graph(graph)
+        dg = cached_difference_graph(graph)
         if dg is None:
             return lo, hi
         c_lo, c_hi = DifferenceAnalysis(dg, bounds, relaxations, symbolic=False).interval_bounds()
@@ -153,7 +153,7 @@ def _difference_chunk(graph, lower, upper, mode):
     if mode == "sym":
         return _sym(graph, bounds, relaxations)
     found = _output_matrix(graph)
-    dg = _difference_graph(graph) if mode in ("diff", "best") else None
+    dg = cached_difference_graph(graph) if mode in ("diff", "best") else None
     if dg is not None:
         d_lo, d_hi = DifferenceAnalysis(dg, bounds, relaxations).output_bounds()
         lo, hi = np.maximum(lo, d_lo), np.minimum(hi, d_hi)
@@ -178,11 +178,11 @@ def row_lower_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, A: np.n
         if found is not None:
             joint, _ = linear_bounds(graph, bounds, relaxations, found[0], A)
             from_box = np.maximum(from_box, joint)
-        dg = _difference_graph(graph)
+        dg = cached_difference_graph(graph)
         if dg is not None:
             from_box = np.maximum(from_box, DifferenceAnalysis(dg, bounds, relaxations).rows(A)[0])
         out.append(from_box)
     return np.concatenate(out)
 
 
-__all__ = ["MODES", "difference_bounds", "row_lower_bounds", "refined_bounds"]
+__all__ = ["MODES", "cached_difference_graph", "difference_bounds", "row_lower_bounds", "refined_bounds"]

@@ -8,6 +8,7 @@ through ``stop`` (a :class:`threading.Event`).
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy as np
 from vnncomp_qeb.milp.model import MilpModel
 
 OPTIMAL, INFEASIBLE, TIME_LIMIT, INTERRUPTED, ERROR = "optimal", "infeasible", "time_limit", "interrupted", "error"
-INT_TOL = 1e-9  # integrality tolerance requested from every solver
+INT_TOL = 1e-9  # integrality tolerance asked of Gurobi (HiGHS and SCIP: feasibility 1e-7)
 
 
 @dataclass
@@ -38,10 +39,11 @@ class Backend:
     """Interface of a MILP solver."""
 
     name = "none"
+    module = ""  # the Python package the back-end needs
 
-    @staticmethod
-    def available() -> bool:
-        return False
+    @classmethod
+    def available(cls) -> bool:
+        return bool(cls.module) and importlib.util.find_spec(cls.module) is not None
 
     def solve(self, model: MilpModel, time_limit: float, threads: int = 1, start: np.ndarray | None = None,
               stop: threading.Event | None = None, stop_below: float = -np.inf,
@@ -53,14 +55,7 @@ class HighsBackend(Backend):
     """HiGHS through ``highspy``; early stops and interruption via its MIP callback."""
 
     name = "highs"
-
-    @staticmethod
-    def available() -> bool:
-        try:
-            import highspy  # noqa: F401
-        except ImportError:
-            return False
-        return True
+    module = "highspy"
 
     def solve(self, model, time_limit, threads=1, start=None, stop=None, stop_below=-np.inf, stop_above=np.inf):
         import highspy
@@ -138,14 +133,7 @@ class ScipBackend(Backend):
     """SCIP through ``pyscipopt`` (optional)."""
 
     name = "scip"
-
-    @staticmethod
-    def available() -> bool:
-        try:
-            import pyscipopt  # noqa: F401
-        except ImportError:
-            return False
-        return True
+    module = "pyscipopt"
 
     def solve(self, model, time_limit, threads=1, start=None, stop=None, stop_below=-np.inf, stop_above=np.inf):
         import pyscipopt
@@ -160,12 +148,8 @@ class ScipBackend(Backend):
         inf = m.infinity()
         xs = [m.addVar(lb=max(l, -inf), ub=min(u, inf), vtype="I" if i else "C")
               for l, u, i in zip(lb.tolist(), ub.tolist(), integer.tolist())]
-        starts, index, value, rlo, rhi = model.rows()
-        ends = np.append(starts[1:], index.size)
-        for r in range(model.n_rows):
-            sl = slice(starts[r], ends[r])
-            expr = pyscipopt.quicksum(v * xs[j] for j, v in zip(index[sl].tolist(), value[sl].tolist()))
-            lo, hi = rlo[r], rhi[r]
+        for cols, vals, lo, hi in model.iter_rows():
+            expr = pyscipopt.quicksum(v * xs[j] for j, v in zip(cols, vals))
             if lo == hi:
                 m.addCons(expr == lo)
                 continue
@@ -204,14 +188,7 @@ class GurobiBackend(Backend):
 
     name = "gurobi"
     SIZE_LIMIT = 10010
-
-    @staticmethod
-    def available() -> bool:
-        try:
-            import gurobipy  # noqa: F401
-        except ImportError:
-            return False
-        return True
+    module = "gurobipy"
 
     def solve(self, model, time_limit, threads=1, start=None, stop=None, stop_below=-np.inf, stop_above=np.inf):
         import gurobipy as gp
@@ -226,15 +203,12 @@ class GurobiBackend(Backend):
             lb, ub = model.bounds()
             integer = model.integrality()
             x = m.addMVar(model.n_vars, lb=lb, ub=ub, vtype=np.where(integer, "I", "C"))
-            starts, index, value, rlo, rhi = model.rows()
-            ends = np.append(starts[1:], index.size)
-            for r in range(model.n_rows):
-                sl = slice(starts[r], ends[r])
-                expr = gp.LinExpr(value[sl].tolist(), [x[j].item() for j in index[sl].tolist()])
-                if np.isfinite(rlo[r]):
-                    m.addLConstr(expr, ">=", rlo[r])
-                if np.isfinite(rhi[r]):
-                    m.addLConstr(expr, "<=", rhi[r])
+            for cols, vals, lo, hi in model.iter_rows():
+                expr = gp.LinExpr(vals, [x[j].item() for j in cols])
+                if np.isfinite(lo):
+                    m.addLConstr(expr, ">=", lo)
+                if np.isfinite(hi):
+                    m.addLConstr(expr, "<=", hi)
             m.setObjective(model.cost() @ x + model.offset, gp.GRB.MAXIMIZE)
             if start is not None:
                 x.Start = np.clip(start, lb, ub)

@@ -149,7 +149,6 @@ class _Encoder:
 
     def clamp(self, x: np.ndarray, l: np.ndarray, u: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Columns y = clamp(x, a, b) given l ≤ x ≤ u; binaries only where a side can saturate."""
-        n = x.size
         y = x.copy()
         low, high = u <= a, l >= b
         if low.any() or high.any():

@@ -58,16 +58,6 @@ class MilpModel:
         self.n_rows += R
         self._nnz += int(counts.sum())
 
-    def tighten(self, idx: np.ndarray, lo, hi) -> None:
-        """Intersect the bounds of existing columns with ``[lo, hi]`` (never widens)."""
-        lb, ub = self.bounds()
-        idx = np.asarray(idx).ravel()
-        lo = np.broadcast_to(lo, idx.shape)
-        hi = np.broadcast_to(hi, idx.shape)
-        self._lb, self._ub = [np.maximum(lb, _scatter(lb.size, idx, lo, -np.inf))], \
-                             [np.minimum(ub, _scatter(ub.size, idx, hi, np.inf))]
-        self._int = [self.integrality()]
-
     def copy(self) -> "MilpModel":
         """An independent copy (the encoding is shared by several objectives)."""
         other = MilpModel.__new__(MilpModel)
@@ -92,6 +82,15 @@ class MilpModel:
         return (_cat(self._starts).astype(np.int64), _cat(self._index).astype(np.int64), _cat(self._value),
                 _cat(self._rlo), _cat(self._rhi))
 
+    def iter_rows(self):
+        """``(columns, coefficients, lower, upper)`` per row, as Python lists (for solver APIs
+        that take one constraint at a time)."""
+        starts, index, value, lo, hi = self.rows()
+        ends = np.append(starts[1:], index.size)
+        for r in range(self.n_rows):
+            sl = slice(starts[r], ends[r])
+            yield index[sl].tolist(), value[sl].tolist(), float(lo[r]), float(hi[r])
+
     def cost(self) -> np.ndarray:
         c = np.zeros(self.n_vars)
         c[: self.objective.size] = self.objective
@@ -107,9 +106,3 @@ class MilpModel:
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0)
-
-
-def _scatter(n: int, idx: np.ndarray, v: np.ndarray, fill: float) -> np.ndarray:
-    out = np.full(n, fill)
-    out[idx] = v
-    return out

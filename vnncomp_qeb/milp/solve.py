@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from vnncomp_qeb.analysis.difference import DifferenceAnalysis
-from vnncomp_qeb.analysis.dra import _difference_graph, refined_bounds
+from vnncomp_qeb.analysis.dra import cached_difference_graph, refined_bounds
 from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.milp.backends import INFEASIBLE, Backend, solve_with_fallback
 from vnncomp_qeb.milp.encode import PROOF, WITNESS, Encoding, encode
@@ -38,7 +38,7 @@ class BoxResult:
 
 def difference_cuts(graph: Graph, bounds, relaxations) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     """The DRA's intervals of N − Q for every paired hidden tensor of a layered twin."""
-    dg = _difference_graph(graph)
+    dg = cached_difference_graph(graph)
     if dg is None:
         return []
     local = DifferenceAnalysis(dg, bounds, relaxations).local
