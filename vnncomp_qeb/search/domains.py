@@ -32,8 +32,10 @@ class RealDomain:
         self.analysis_graph = annotate_exact(self._normalised, None, case.lower, case.upper)
         return case.lower[None].copy(), case.upper[None].copy()
 
-    def split(self, L: np.ndarray, U: np.ndarray):
-        dim = np.argmax((U - L) / self.width0, axis=1)
+    def split(self, L: np.ndarray, U: np.ndarray, score: np.ndarray | None = None):
+        """Bisect each box along the input with the highest ``score`` (B, n), or the widest
+        relative to the case's box where no score is positive."""
+        dim = _split_dims(L, U, self.width0, score)
         rows = np.arange(L.shape[0])
         mid = (L[rows, dim] + U[rows, dim]) / 2
         U_left, L_right = U.copy(), L.copy()
@@ -74,8 +76,9 @@ class CodeDomain(RealDomain):
         self.width0 = np.maximum(c_hi - c_lo, 1.0)
         return c_lo[None], c_hi[None]
 
-    def split(self, L: np.ndarray, U: np.ndarray):
-        dim = np.argmax(U - L, axis=1)
+    def split(self, L: np.ndarray, U: np.ndarray, score: np.ndarray | None = None):
+        """Split the codes of each box in two along the input with the highest ``score``."""
+        dim = _split_dims(L, U, np.ones(L.shape[1]), score)
         rows = np.arange(L.shape[0])
         mid = np.floor((L[rows, dim] + U[rows, dim]) / 2)
         U_left, L_right = U.copy(), L.copy()
@@ -87,6 +90,17 @@ class CodeDomain(RealDomain):
         """The grid point of each code (rounded codes for box centres), clipped into the box."""
         codes = np.round(points)
         return np.clip(self.scale * (codes - self.zero), case.lower, case.upper)
+
+
+def _split_dims(L: np.ndarray, U: np.ndarray, width0: np.ndarray, score: np.ndarray | None) -> np.ndarray:
+    """Per box, the input to split: the highest positive score among inputs that can still be
+    split, else the widest relative to ``width0``."""
+    wide = np.argmax((U - L) / width0, axis=1)
+    if score is None:
+        return wide
+    score = np.where(U > L, score, -1.0)
+    best = np.argmax(score, axis=1)
+    return np.where(score[np.arange(L.shape[0]), best] > 0, best, wide)
 
 
 def input_snap(graph: Graph) -> ops.FakeQuant | None:
