@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, affine_error, exact_by_intervals, linear_bounds
+from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, affine_error, exact_by_intervals, linear_bounds, rowdot
 from vnncomp_qeb.analysis.interval import UNIT, propagate_op, rounding_band, unit
 from vnncomp_qeb.analysis.relax import clamp_params
 from vnncomp_qeb.ir import ops
@@ -66,7 +66,7 @@ class Float32Noise(ops.Op):
         return err + UNIT[self.sub_precision] * mag.reshape(mag.shape[0], -1)  # the subtraction
 
     def back_substitute(self, L, bounds, const):
-        const -= np.einsum("brn,bn->br", np.abs(L), self.error(bounds))
+        const -= rowdot(np.abs(L), self.error(bounds))
         return [(self.inputs[0], L)]
 
     def propagate(self, bounds: Bounds):
