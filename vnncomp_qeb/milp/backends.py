@@ -94,6 +94,8 @@ class HighsBackend(Backend):
             out = e.data_out
             if stop is not None and stop.is_set():
                 decided["why"] = "interrupted"
+            elif time.monotonic() - t0 > time_limit:  # HiGHS's own limit can be overrun
+                decided["why"] = "time"
             elif out.mip_dual_bound < stop_below:
                 decided["why"] = "bound"
             elif out.mip_primal_bound >= stop_above:
