@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (malloc.h)
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest allowed value on 64-bit
 TRIM_THRESHOLD = 256 * 2**20  # memory above this free at the top of the heap goes back
 

@@ -148,11 +148,11 @@ class _Run:
 
     def dra_open(self, domain, case: Case, L: np.ndarray, U: np.ndarray, until: float):
         """Which boxes the differential analysis cannot close, and for each box a split score per
-        input (None when time ran out): |coefficient| × width of the input in the bound of the
-        hardest open unsafe polytope's most promising row — ReluVal's smear, on the difference."""
+        input (:func:`_split_score` × the input's width; ReluVal's smear, on the difference);
+        None when time ran out."""
         A = np.vstack([p.A for p in case.polytopes])
-        if A.shape[0] == 0:
-            return np.ones(L.shape[0], dtype=bool), None
+        if A.shape[0] == 0:  # nothing to bound: every box open, split the widest side
+            return np.ones(L.shape[0], dtype=bool), np.zeros(L.shape)
         b = np.concatenate([p.b for p in case.polytopes])
         strict = np.concatenate([p.strict for p in case.polytopes])
         ends = np.cumsum([p.A.shape[0] for p in case.polytopes])
@@ -198,8 +198,7 @@ class _Run:
             open_, score = got
             if not open_.any():
                 continue
-            L, U = L[open_], U[open_]
-            score = None if score is None else score[open_]
+            L, U, score = L[open_], U[open_], score[open_]
             found = self.try_points(case, domain.to_input((L + U) / 2, case), "branch-and-bound")
             if found:
                 return found
@@ -208,7 +207,7 @@ class _Run:
             L, U = L[~points], U[~points]
             if L.shape[0] == 0:
                 continue
-            stack.append(domain.split(L, U, None if score is None else score[~points]))
+            stack.append(domain.split(L, U, score[~points]))
             if sum(s[0].shape[0] for s in stack) > MAX_BOXES:
                 return Outcome(UNKNOWN, stage="branch-and-bound", message="too many open boxes")
         if stuck:

@@ -102,8 +102,7 @@ def linear_bounds(graph: Graph, bounds: Bounds, relaxations: Relaxations, target
         leaf_coeffs.append(lam[graph.input_name])
         value = value + _concretise(lam.pop(graph.input_name), bounds[graph.input_name])
     if input_coeffs is not None:
-        n = graph.input_size
-        input_coeffs.append(sum(leaf_coeffs) if leaf_coeffs else np.zeros((B, 2 * rows, n)))
+        input_coeffs.append(sum(leaf_coeffs) if leaf_coeffs else np.zeros((B, 2 * rows, graph.input_size)))
     value = value + const
     value = value - 1e-12 * np.abs(value) - TINY  # our own float64 arithmetic
     return value[:, :rows], -value[:, rows:]

@@ -183,20 +183,22 @@ def row_lower_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, A: np.n
         lo, hi = _outputs(graph, bounds)
         best = lo @ np.maximum(A, 0).T + hi @ np.minimum(A, 0).T
         best -= 1e-12 * (np.abs(lo) + np.abs(hi)) @ np.abs(A).T
-        coeff = np.zeros(best.shape + (graph.input_size,))
-        candidates = []
+        want = input_coeffs is not None
+        coeff = np.zeros(best.shape + (graph.input_size,)) if want else None
+        candidates = []  # (row lower bounds, [their input coefficients] when wanted)
         found = _output_matrix(graph)
         if found is not None:
-            got: list = []
+            got: list | None = [] if want else None
             candidates.append((linear_bounds(graph, bounds, relaxations, found[0], A, got)[0], got))
         dg = cached_difference_graph(graph)
         if dg is not None:
-            got = []
+            got = [] if want else None
             candidates.append((DifferenceAnalysis(dg, bounds, relaxations).rows(A, got)[0], got))
         for rows, got in candidates:
             better = rows > best
             best = np.where(better, rows, best)
-            coeff = np.where(better[:, :, None], got[0][:, :A.shape[0]], coeff)
+            if want:
+                coeff = np.where(better[:, :, None], got[0][:, :A.shape[0]], coeff)
         out.append(best)
         coeffs.append(coeff)
     if input_coeffs is not None:

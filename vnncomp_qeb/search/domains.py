@@ -35,13 +35,19 @@ class RealDomain:
     def split(self, L: np.ndarray, U: np.ndarray, score: np.ndarray | None = None):
         """Bisect each box along the input with the highest ``score`` (B, n), or the widest
         relative to the case's box where no score is positive."""
-        dim = _split_dims(L, U, self.width0, score)
+        dim = _split_dims(L, U, self._reference_width(L), score)
         rows = np.arange(L.shape[0])
-        mid = (L[rows, dim] + U[rows, dim]) / 2
         U_left, L_right = U.copy(), L.copy()
-        U_left[rows, dim] = mid
-        L_right[rows, dim] = mid
+        U_left[rows, dim], L_right[rows, dim] = self._cut(L[rows, dim], U[rows, dim])
         return np.vstack([L, L_right]), np.vstack([U_left, U])
+
+    def _reference_width(self, L: np.ndarray) -> np.ndarray:
+        return self.width0
+
+    def _cut(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(upper end of the left half, lower end of the right half) of [lo, hi]."""
+        mid = (lo + hi) / 2
+        return mid, mid
 
     def to_input(self, points: np.ndarray, case: Case) -> np.ndarray:
         return points
@@ -76,15 +82,13 @@ class CodeDomain(RealDomain):
         self.width0 = np.maximum(c_hi - c_lo, 1.0)
         return c_lo[None], c_hi[None]
 
-    def split(self, L: np.ndarray, U: np.ndarray, score: np.ndarray | None = None):
-        """Split the codes of each box in two along the input with the highest ``score``."""
-        dim = _split_dims(L, U, np.ones(L.shape[1]), score)
-        rows = np.arange(L.shape[0])
-        mid = np.floor((L[rows, dim] + U[rows, dim]) / 2)
-        U_left, L_right = U.copy(), L.copy()
-        U_left[rows, dim] = mid
-        L_right[rows, dim] = mid + 1
-        return np.vstack([L, L_right]), np.vstack([U_left, U])
+    def _reference_width(self, L: np.ndarray) -> np.ndarray:
+        return np.ones(L.shape[1])  # codes: the widest side in codes
+
+    def _cut(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Codes split in two disjoint integer ranges."""
+        mid = np.floor((lo + hi) / 2)
+        return mid, mid + 1
 
     def to_input(self, points: np.ndarray, case: Case) -> np.ndarray:
         """The grid point of each code (rounded codes for box centres), clipped into the box."""
