@@ -49,6 +49,20 @@ class Encoding:
         return np.concatenate([self.columns[o].ravel() for o in self.graph.outputs])
 
 
+@dataclass
+class Cut:
+    """Rows ``lo ≤ Σ_k coefs[k]·tensors[k] ≤ hi`` elementwise over equally sized tensors
+    (coefficients and sides scalars or flat arrays)."""
+
+    tensors: tuple[str, ...]
+    coefs: tuple
+    lo: object = -np.inf
+    hi: object = np.inf
+
+    def within(self, lo, hi) -> "Cut":
+        return Cut(self.tensors, self.coefs, lo, hi)
+
+
 def _flat(b: np.ndarray) -> np.ndarray:
     return np.asarray(b, dtype=np.float64).reshape(-1)
 
@@ -193,14 +207,13 @@ class _Encoder:
 
 
 def encode(graph: Graph, bounds: Bounds, mode: str = PROOF, integer_input: bool = False,
-           cuts: list[tuple[str, str, np.ndarray, np.ndarray]] = ()) -> Encoding:
+           cuts: list[Cut] = ()) -> Encoding:
     """Encode ``graph`` over the box in ``bounds[graph.input_name]`` (one box: arrays (1, ...)).
 
     ``bounds`` must be sound bounds of every tensor (e.g. :func:`vnncomp_qeb.analysis.dra.refined_bounds`).
     ``integer_input`` makes the input columns integer (code-space inputs of a snapped twin).
-    ``cuts`` are ``(a, b, lo, hi)``: ``lo ≤ a − b ≤ hi`` elementwise for two tensors (the DRA's
-    hidden difference intervals); they are added to the proof model only if sound, i.e. always
-    computed from the same or a larger box.
+    ``cuts`` are linear relations between tensors (the DRA's hidden difference relations); they
+    must hold on every point of the box, i.e. be computed from the same or a larger box.
     """
     enc = _Encoder(graph, bounds, mode)
     lo, hi = enc.lohi(graph.input_name)
@@ -209,8 +222,10 @@ def encode(graph: Graph, bounds: Bounds, mode: str = PROOF, integer_input: bool 
     enc.cols[graph.input_name] = enc.m.add_vars(lo, hi, integer=integer_input)
     for op in graph.ops:
         enc.cols[op.output] = np.asarray(enc.encode(op)).ravel()
-    for a, b, clo, chi in cuts:
-        ca, cb = enc.cols[a], enc.cols[b]
-        n = ca.size
-        enc.m.add_rows(np.stack([ca, cb], 1), np.stack([np.ones(n), -np.ones(n)], 1), _flat(clo), _flat(chi))
+    for cut in cuts:
+        cols = [enc.cols[t] for t in cut.tensors]
+        n = cols[0].size
+        vals = [np.broadcast_to(_flat(c), (n,)) for c in cut.coefs]
+        enc.m.add_rows(np.stack(cols, 1), np.stack(vals, 1), np.broadcast_to(_flat(cut.lo), (n,)),
+                       np.broadcast_to(_flat(cut.hi), (n,)))
     return Encoding(enc.m, enc.cols, graph, mode, enc.binaries)

@@ -48,6 +48,17 @@ class MilpModel:
         R = cols.shape[0]
         if R == 0:
             return
+        # a column named twice in a row (a ReLU that is the identity on the box shares its
+        # input's column) gets the sum of its coefficients: solvers reject duplicate entries
+        order = np.argsort(np.where(cols >= 0, cols, -1), axis=1, kind="stable")
+        cols, vals = np.take_along_axis(cols, order, 1), np.take_along_axis(vals, order, 1)
+        repeat = np.zeros(cols.shape, dtype=bool)
+        repeat[:, 1:] = (cols[:, 1:] == cols[:, :-1]) & (cols[:, 1:] >= 0)
+        if repeat.any():
+            first = np.maximum.accumulate(np.where(~repeat, np.arange(cols.shape[1]), 0), axis=1)
+            summed = np.zeros(vals.shape)
+            np.add.at(summed, (np.repeat(np.arange(R), cols.shape[1]), first.ravel()), vals.ravel())
+            vals = np.where(repeat, 0.0, summed)
         keep = (vals != 0) & (cols >= 0)
         counts = keep.sum(axis=1)
         self._starts.append(self._nnz + np.concatenate([[0], np.cumsum(counts)[:-1]]))

@@ -19,7 +19,7 @@ from vnncomp_qeb.analysis.difference import DifferenceAnalysis
 from vnncomp_qeb.analysis.dra import cached_difference_graph, refined_bounds
 from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.milp.backends import INFEASIBLE, Backend, solve_with_fallback
-from vnncomp_qeb.milp.encode import PROOF, WITNESS, Encoding, encode
+from vnncomp_qeb.milp.encode import PROOF, WITNESS, Cut, Encoding, encode
 from vnncomp_qeb.spec import Polytope
 
 PROOF_TOL = 1e-6  # the dual bound must clear 0 by this (relative to the objective's scale)
@@ -36,19 +36,27 @@ class BoxResult:
     solves: list = field(default_factory=list)
 
 
-def difference_cuts(graph: Graph, bounds, relaxations) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
-    """The DRA's intervals of N − Q for every paired hidden tensor of a layered twin."""
+def difference_cuts(graph: Graph, bounds, relaxations) -> list[Cut]:
+    """The DRA's relations between N and Q for every paired hidden tensor of a layered twin:
+    the intervals of ``z − ẑ`` and ``a − â``, and the linear relaxation
+    ``αL·(z − ẑ) + βL ≤ a − â ≤ αU·(z − ẑ) + βU`` the analysis itself uses (a relation the
+    LP of N and Q encoded apart does not see: the two ReLU triangles drift independently)."""
     dg = cached_difference_graph(graph)
     if dg is None:
         return []
-    local = DifferenceAnalysis(dg, bounds, relaxations).local
-    cuts = []
+    analysis = DifferenceAnalysis(dg, bounds, relaxations)
+    local = analysis.local
+    cuts: list[Cut] = []
     for op in dg.graph.ops:
         if op.kind == "DiffActivation":
             noise = dg.graph.producer[op.inputs[0]]
-            cuts.append((op.z, op.zq) + local[noise.output])
+            cuts.append(Cut((op.z, op.zq), (1.0, -1.0)).within(*local[noise.output]))
             if op.a != op.z or op.aq != op.zq:
-                cuts.append((op.a, op.aq) + local[op.output])
+                cuts.append(Cut((op.a, op.aq), (1.0, -1.0)).within(*local[op.output]))
+                aL, bL, aU, bU = (v[0] for v in analysis.rel.get(op, local))
+                # the relation holds for the computed z − ẑ (what the columns are), so no noise term
+                cuts.append(Cut((op.a, op.aq, op.z, op.zq), (1.0, -1.0, -aL, aL)).within(bL, np.inf))
+                cuts.append(Cut((op.a, op.aq, op.z, op.zq), (1.0, -1.0, -aU, aU)).within(-np.inf, bU))
     return cuts
 
 
