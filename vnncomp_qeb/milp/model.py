@@ -75,6 +75,12 @@ class MilpModel:
         other.__dict__ = {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()}
         return other
 
+    def relaxation(self) -> "MilpModel":
+        """A copy with every column continuous (the LP relaxation)."""
+        other = self.copy()
+        other._int = [np.zeros_like(v) for v in self._int]
+        return other
+
     def set_objective(self, idx: np.ndarray, coef: np.ndarray, offset: float = 0.0) -> None:
         """Maximise ``offset + Σ coef·x[idx]``."""
         self.objective = np.zeros(self.n_vars)
