@@ -9,6 +9,7 @@ saying why. Either way no child outlives the call.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -16,18 +17,27 @@ from typing import Any, Callable
 
 import psutil
 
-OK, OUT_OF_TIME, OUT_OF_MEMORY, CRASHED = "ok", "out_of_time", "out_of_memory", "crashed"
+OK, OUT_OF_TIME, OUT_OF_MEMORY, CRASHED, CANCELLED = "ok", "out_of_time", "out_of_memory", "crashed", "cancelled"
 POLL_S = 0.02
 
 
 @dataclass
 class Isolated:
-    """``status`` is ok (``value`` holds the result), out_of_time, out_of_memory or crashed."""
+    """``status`` is ok (``value`` holds the result), out_of_time, out_of_memory, crashed or
+    cancelled (another call of the same batch settled the question first)."""
 
     status: str
     value: Any = None
     message: str = ""
     peak_mb: float = 0.0
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def default_memory_cap_mb() -> float:
@@ -70,36 +80,59 @@ def _kill_tree(proc: psutil.Process) -> None:
 def run_isolated(fn: Callable, *args, deadline: float, memory_mb: float | None = None) -> Isolated:
     """``fn(*args)`` in a forked child, killed at ``deadline`` (time.monotonic) or above
     ``memory_mb`` resident (child and its children)."""
-    cap = default_memory_cap_mb() if memory_mb is None else memory_mb
+    return run_isolated_all([(fn, args)], deadline=deadline, memory_mb=memory_mb)[0]
+
+
+def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, memory_mb: float | None = None,
+                     enough: Callable[[Isolated], bool] = lambda r: False) -> list[Isolated]:
+    """Every ``fn(*args)`` of ``calls`` in its own forked child, all at once (one per core),
+    each under the deadline and an equal share of ``memory_mb``. As soon as one result makes
+    ``enough`` true the others are stopped (status ``cancelled``). Results in call order."""
+    cap = (default_memory_cap_mb() if memory_mb is None else memory_mb) / max(len(calls), 1)
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(send, fn, args), daemon=True)
-    child.start()
-    send.close()
-    proc = psutil.Process(child.pid)
-    peak = 0.0
-    result: Isolated | None = None
+    running = []
+    for fn, args in calls:
+        recv, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_child, args=(send, fn, args), daemon=True)
+        child.start()
+        send.close()
+        running.append((child, psutil.Process(child.pid), recv))
+    results: list[Isolated | None] = [None] * len(calls)
+    peaks = [0.0] * len(calls)
     try:
-        while result is None:
-            if recv.poll(POLL_S):
-                try:
-                    status, value, message = recv.recv()
-                    result = Isolated(status, value, message)
-                except EOFError:
-                    result = Isolated(CRASHED, message=f"child exited with code {child.exitcode}")
-                break
-            rss = _tree_rss_mb(proc)
-            peak = max(peak, rss)
-            if rss > cap:
-                result = Isolated(OUT_OF_MEMORY, message=f"{rss:.0f} MB resident > cap {cap:.0f} MB")
-            elif time.monotonic() >= deadline:
-                result = Isolated(OUT_OF_TIME, message="deadline reached")
-            elif not child.is_alive() and not recv.poll(0):
-                result = Isolated(CRASHED, message=f"child exited with code {child.exitcode}")
+        while any(r is None for r in results):
+            for i, (child, proc, recv) in enumerate(running):
+                if results[i] is None:
+                    results[i] = _poll(child, proc, recv, cap, deadline, peaks, i)
+                    if results[i] is not None and enough(results[i]):
+                        results = [r if r is not None else Isolated(CANCELLED) for r in results]
+                        break
+            time.sleep(POLL_S)
     finally:
-        if child.is_alive():
-            _kill_tree(proc)
-        child.join(timeout=2)
-        recv.close()
-    result.peak_mb = peak
-    return result
+        for child, proc, recv in running:
+            if child.is_alive():
+                _kill_tree(proc)
+            child.join(timeout=2)
+            recv.close()
+    for r, peak in zip(results, peaks):
+        r.peak_mb = peak
+    return results
+
+
+def _poll(child, proc: psutil.Process, recv, cap: float, deadline: float, peaks: list, i: int) -> Isolated | None:
+    """The child's outcome if it has one now (or must be stopped), else None."""
+    if recv.poll(0):
+        try:
+            status, value, message = recv.recv()
+            return Isolated(status, value, message)
+        except EOFError:
+            return Isolated(CRASHED, message=f"child exited with code {child.exitcode}")
+    rss = _tree_rss_mb(proc)
+    peaks[i] = max(peaks[i], rss)
+    if rss > cap:
+        return Isolated(OUT_OF_MEMORY, message=f"{rss:.0f} MB resident > cap {cap:.0f} MB")
+    if time.monotonic() >= deadline:
+        return Isolated(OUT_OF_TIME, message="deadline reached")
+    if not child.is_alive() and not recv.poll(0):
+        return Isolated(CRASHED, message=f"child exited with code {child.exitcode}")
+    return None

@@ -29,7 +29,7 @@ from vnncomp_qeb.analysis.spec_check import case_excluded
 from vnncomp_qeb.io.instance import Instance
 from vnncomp_qeb.io.replay import Replay, replay
 from vnncomp_qeb.io.results import SAT, TIMEOUT, UNKNOWN, UNSAT, counterexample
-from vnncomp_qeb.isolate import OK, run_isolated
+from vnncomp_qeb.isolate import CANCELLED, OK, OUT_OF_TIME, run_isolated_all, usable_cores
 from vnncomp_qeb.milp.backends import backend_chain
 from vnncomp_qeb.milp.solve import milp_box
 from vnncomp_qeb.search.attack import coordinate_search, pgd
@@ -65,7 +65,8 @@ class Settings:
     """Knobs of one run (the command line sets them)."""
 
     backend: str = "highs"
-    memory_mb: float | None = None  # cap of the MILP child; None: 75 % of what is free
+    memory_mb: float | None = None  # cap of the MILP children together; None: 75 % of what is free
+    milp_workers: int | None = None  # MILP children at once; None: one per usable core
     verbose: bool = False
     milp: bool = True
 
@@ -216,30 +217,47 @@ class _Run:
         return None
 
     def milp(self, domain, case: Case) -> Outcome | None:
-        """One MILP over the case's box in a watched child; None when it proves the case."""
+        """The MILP over the case's box in watched children, the unsafe polytopes dealt out to
+        one child per core (a case is proven when every child proves its share); None when it
+        proves the case."""
         L, U = domain.initial(case)
         integer_input = isinstance(domain, CodeDomain)
         # the solver stops a second (+2 %) early: HiGHS can overrun its limit in presolve, and a
         # child the watchdog kills reports no bound; the watchdog leaves 0.1 s to write the answer
         deadline = self.deadline - 1.0 - 0.02 * max(self.deadline - time.monotonic(), 0.0)
         self.milp_calls += 1
-        iso = run_isolated(_milp_child, self.inst.graph, domain, case, L[0], U[0], integer_input, deadline,
-                           self.settings.backend, self.settings.verbose,
-                           deadline=self.deadline - 0.1, memory_mb=self.settings.memory_mb)
-        if iso.status != OK:
-            self.say("milp", f"{iso.status} ({iso.message.strip().splitlines()[0] if iso.message else ''}, "
-                             f"peak {iso.peak_mb:.0f} MB)")
-            return Outcome(TIMEOUT if iso.status == "out_of_time" else UNKNOWN, stage="milp", message=iso.status)
-        proven, found, bound, lines = iso.value
-        for line in lines:
-            self.say("milp", line)
+        workers = max(1, min(len(case.polytopes), self.settings.milp_workers or usable_cores()))
+        shares = [Case(case.lower, case.upper, case.polytopes[k::workers]) for k in range(workers)]
+        calls = [(_milp_child, (self.inst.graph, domain, share, L[0], U[0], integer_input, deadline,
+                                self.settings.backend, self.settings.verbose)) for share in shares]
+        # a candidate witness settles the case (if onnxruntime confirms it, checked below)
+        results = run_isolated_all(calls, deadline=self.deadline - 0.1, memory_mb=self.settings.memory_mb,
+                                   enough=lambda r: r.status == OK and r.value[1] is not None)
+        proven, bound = True, -np.inf
+        failed = None
+        for k, iso in enumerate(results):
+            tag = f"[{k + 1}/{workers}] " if workers > 1 else ""
+            if iso.status != OK:
+                if iso.status != CANCELLED:
+                    self.say("milp", f"{tag}{iso.status} ({iso.message.strip().splitlines()[0] if iso.message else ''}, "
+                                     f"peak {iso.peak_mb:.0f} MB)")
+                    failed = failed or iso.status
+                proven, bound = False, np.inf
+                continue
+            share_proven, found, share_bound, lines = iso.value
+            for line in lines:
+                self.say("milp", tag + line)
+            proven &= share_proven
+            bound = max(bound, share_bound)
+            if found is not None:
+                hit = self.confirm(found[0], "milp")
+                if hit:
+                    return hit
+                self.say("milp", "candidate not confirmed by onnxruntime")
         if proven:
             return None
-        if found is not None:
-            hit = self.confirm(found[0], "milp")
-            if hit:
-                return hit
-            self.say("milp", "candidate not confirmed by onnxruntime")
+        if failed and failed != OUT_OF_TIME:
+            return Outcome(UNKNOWN, stage="milp", message=failed)
         verdict = TIMEOUT if self.out_of_time() or time.monotonic() > deadline - 0.05 else UNKNOWN
         return Outcome(verdict, stage="milp", message=f"best slack bound {bound:.6g}")
 
