@@ -2,7 +2,7 @@
 Q at a fixed time per instance, next to the paper's DRA+MILP+Diff counts out of 150
 (30 ids × ε ∈ {1, 2, 4, 6, 8}; Gurobi, 24 threads, 3600 s per task).
 
-    python scripts/bench_qeb_matrix.py [--rows P1-4,P2-4,...] [--ids 30] [--timeout 60] [--jobs 2]
+    python scripts/bench_qeb_matrix.py [--rows P1-4,P2-4,...] [--ids 30] [--timeout 60] [--jobs 1]
 
 Every instance runs as its own ``vnncomp-qeb verify`` process through the benchmark runner
 (:mod:`vnncomp_qeb.bench`); results, summary and cactus plot go to ``--out``.
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--ids", type=int, default=30, help="first N of the 30 paper samples")
     ap.add_argument("--eps", default="1,2,4,6,8")
     ap.add_argument("--timeout", type=float, default=60.0)
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=1, help="instances at once (each uses every core)")
     ap.add_argument("--out", default="bench-results/qeb_matrix")
     args = ap.parse_args()
     samples = mnist_samples()

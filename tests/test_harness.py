@@ -108,6 +108,9 @@ def test_wrong_version_and_arguments(tmp_path):
     proc = subprocess.run([os.path.join(ROOT, "run_instance.sh"), "v1", "test", TWIN], cwd=EXAMPLES,
                           capture_output=True, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0
+    proc = subprocess.run([sys.executable, "-m", "vnncomp_qeb", "verify", TWIN, SAT_V1, "--milp-workers", "0"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "--milp-workers" in proc.stderr and "positive integer" in proc.stderr
 
 
 def test_prepare_instance():

@@ -21,7 +21,7 @@ from vnncomp_qeb.io.fixed_point import QebNet, faithful_twin
 from vnncomp_qeb.io.instance import load_instance
 from vnncomp_qeb.io.replay import replay
 from vnncomp_qeb.io.vnnlib_writer import error_bound_v1
-from vnncomp_qeb.isolate import CRASHED, OK, OUT_OF_MEMORY, OUT_OF_TIME, run_isolated
+from vnncomp_qeb.isolate import CANCELLED, CRASHED, OK, OUT_OF_MEMORY, OUT_OF_TIME, run_isolated, run_isolated_all
 from vnncomp_qeb.milp.backends import (INTERRUPTED, OPTIMAL, GurobiBackend, HighsBackend, ScipBackend,
                                        backend_chain, solve_with_fallback)
 from vnncomp_qeb.milp.encode import PROOF, WITNESS, encode
@@ -242,6 +242,19 @@ def test_isolation_watchdog():
     assert r.status == OUT_OF_MEMORY and r.peak_mb > 300
     r = run_isolated(_boom, deadline=time.monotonic() + 5)
     assert r.status == CRASHED and "broken solver" in r.message
+    assert not psutil.Process().children(recursive=True)
+
+
+def test_parallel_children_stop_when_one_is_enough():
+    """Children run at once; the first result that is enough cancels the rest, and each child
+    gets its share of the memory cap."""
+    t0 = time.monotonic()
+    rs = run_isolated_all([(_sleep, (30,)), (_sleep, (0.2,)), (_sleep, (30,))], deadline=t0 + 20,
+                          enough=lambda r: r.status == OK)
+    assert [r.status for r in rs] == [CANCELLED, OK, CANCELLED] and rs[1].value == "woke"
+    assert time.monotonic() - t0 < 10
+    rs = run_isolated_all([(_hog, (200,)), (_sleep, (0.2,))], deadline=time.monotonic() + 10, memory_mb=300)
+    assert rs[0].status == OUT_OF_MEMORY and rs[1].status == OK
     assert not psutil.Process().children(recursive=True)
 
 

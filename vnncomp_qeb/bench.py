@@ -82,8 +82,17 @@ def run_one(row: Row, extra: list[str]) -> Row:
 
 
 def run_all(rows: list[Row], jobs: int, extra: list[str], progress: bool = True) -> list[Row]:
-    """Every row, ``jobs`` at a time, with a progress bar."""
+    """Every row, ``jobs`` at a time, with a progress bar.
+
+    Each verifier runs one MILP child per core, so with several jobs at once the cores are
+    shared out between them (unless ``extra`` already says how many).
+    """
     from tqdm import tqdm
+
+    from vnncomp_qeb.isolate import usable_cores
+
+    if jobs > 1 and "--milp-workers" not in extra:
+        extra = extra + ["--milp-workers", str(max(1, usable_cores() // jobs))]
 
     bar = tqdm(total=len(rows), disable=not progress, unit="inst", file=sys.stderr)
     done = []

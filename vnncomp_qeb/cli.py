@@ -48,7 +48,7 @@ def cmd_verify(args) -> int:
         budget = args.timeout - (time.time() - start) - SAFETY_MARGIN_S - 0.02 * args.timeout
         log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
         settings = Settings(backend=args.backend, memory_mb=args.memory_mb, verbose=args.verbose,
-                            milp=not args.no_milp)
+                            milp=not args.no_milp, milp_workers=args.milp_workers)
         outcome = verify(inst, budget, seed=args.seed, log=log, settings=settings)
     except QebError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -237,6 +237,13 @@ def cmd_supports(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vnncomp-qeb", description=__doc__)
     p.add_argument("--version", action="version", version=f"vnncomp-qeb {__version__}")
@@ -257,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MILP solver tried first (default highs; others are fallbacks when installed)")
     v.add_argument("--memory-mb", type=float, help="memory cap of the MILP process (default: 75%% of free memory)")
     v.add_argument("--no-milp", action="store_true", help="bounds and branch and bound only")
+    v.add_argument("--milp-workers", type=_positive_int, metavar="N",
+                   help="MILP solver processes at once (default: one per usable core)")
     v.add_argument("--json", help="also write verdict, deciding stage, message and statistics to this JSON file")
     v.add_argument("--category", default="", help="benchmark category (harness use; informational)")
     v.set_defaults(func=cmd_verify)
