@@ -333,6 +333,69 @@ def test_difference_cuts_hold_on_every_grid_point(tmp_path, kind):
         _assert_cuts_hold(g, cuts, M.grid_points(L[0], U[0], 1.0))
 
 
+def _encode_and_check_points(spec_path, model_path, n_random, rng) -> int:
+    """Encode the proof model over the spec's box (with the difference cuts), then fix its input
+    at the box's corners and ``n_random`` random grid points in turn: the model stays feasible
+    and its range of the first two outputs contains onnxruntime's value. Returns the number of
+    staircase cuts."""
+    from vnncomp_qeb.milp.solve import difference_cuts
+
+    sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    dtype = np.float64 if inp.type == "tensor(double)" else np.float32
+    inst = load_instance(str(spec_path), model_path)
+    dom = domain_for(inst.graph)
+    assert isinstance(dom, CodeDomain)
+    L, U = dom.initial(inst.spec.cases[0])
+    g = dom.analysis_graph
+    bounds, relaxations = refined_bounds(g, L.astype(float), U.astype(float))
+    enc = encode(g, bounds, PROOF, True, difference_cuts(g, bounds, relaxations))
+    corners = np.array(np.meshgrid(*zip(L[0], U[0]))).reshape(L.shape[1], -1).T if L.shape[1] <= 4 else np.vstack([L, U])
+    codes = np.vstack([corners, rng.integers(L[0], U[0] + 1, size=(n_random, L.shape[1]))]).astype(np.float64)
+    x = dom.to_input(codes, inst.spec.cases[0]).astype(dtype).reshape((-1,) + tuple(inst.graph.input_shape))
+    ys = np.vstack([sess.run(None, {inp.name: p[None]})[0] for p in x]).astype(np.float64)
+    for code, y in zip(codes, ys):
+        m = enc.model.copy()
+        m.add_rows(enc.inputs[:, None], np.ones((enc.inputs.size, 1)), code, code)
+        for j in range(2):
+            for sign in (1, -1):
+                m.set_objective(enc.outputs[j:j + 1], np.array([float(sign)]))
+                r = HighsBackend().solve(m, 30)
+                assert r.status == OPTIMAL, (code, r.status)
+                assert sign * y[j] <= r.bound + 1e-7 * (1 + abs(y[j]))
+    return enc.n_stair_cuts
+
+
+def test_proof_model_holds_at_grid_points_tiny_twin(tmp_path):
+    """Staircase hull cuts (and every other row) hold: int8 per-channel QDQ twin, boxes of 7
+    codes per input, every corner and 40 random grid points."""
+    path, step = _static_twin(tmp_path, 11, "QDQ", True)
+    rng = np.random.default_rng(4)
+    stair = 0
+    for _ in range(2):
+        k_lo = rng.integers(-6, 1, size=3)
+        spec = tmp_path / "s.vnnlib"
+        spec.write_text(error_bound_v1((k_lo - 0.25) * step, (k_lo + 6.25) * step, 1.0, [0, 1], 2))
+        stair += _encode_and_check_points(spec, path, 40, rng)
+    assert stair > 0, "the boxes span several values per rounding neuron"
+
+
+@pytest.mark.parametrize("Q", [4, 8])
+def test_proof_model_holds_at_grid_points_mnist(tmp_path, Q):
+    """The same on QEBVerif's two-layer MNIST network, radius-3 box around a paper image, where
+    the 4-bit hidden neurons take a few values each (most of the staircase cuts' gain)."""
+    from vnncomp_qeb.io.fixed_point import load_qebnet
+
+    root = __file__.rsplit("/tests/", 1)[0]
+    net = load_qebnet(f"{root}/specs/networks/qebverif/PTQ_mnist_2blk_100_100_in_8_relu_0.npz")
+    x0 = np.load(f"{root}/specs/networks/mnist_samples.npz")["paper_images"][1].astype(float)
+    path = tmp_path / "twin.onnx"
+    onnx.save(faithful_twin(net, Q), str(path))
+    spec = tmp_path / "s.vnnlib"
+    spec.write_text(error_bound_v1(np.clip(x0 - 3, 0, 255), np.clip(x0 + 3, 0, 255), 1.0, [0], 10))
+    assert _encode_and_check_points(spec, str(path), 6, np.random.default_rng(5)) > 50
+
+
 @pytest.mark.parametrize("Q", [4, 8])
 def test_relational_cuts_on_mnist_twin(tmp_path, Q):
     """On QEBVerif's two-layer MNIST network (radius-3 box around a paper image) the relations

@@ -101,7 +101,7 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
         result.solves.append(r)
         log(f"milp proof polytope {i}: {r.status} bound {r.bound:.6g} best "
             f"{r.objective if r.objective is None else f'{r.objective:.6g}'} ({r.seconds:.2f}s, {r.backend}, "
-            f"{proof.model.n_vars} cols, {proof.n_binaries} binaries)")
+            f"{proof.model.n_vars} cols, {proof.n_binaries} binaries, {proof.n_stair_cuts} staircase cuts)")
         if r.status == INFEASIBLE or r.bound < -tol:
             continue
         result.proven = False
