@@ -263,6 +263,18 @@ def test_parallel_children_stop_when_one_is_enough():
     assert not psutil.Process().children(recursive=True)
 
 
+def _code_box(tmp_path, path, k_lo, k_hi, step):
+    """The instance of the grid box ``k_lo..k_hi`` (steps of ``step``, each side padded by a
+    quarter step) on the twin at ``path``, with its code-space domain and initial code box."""
+    spec = tmp_path / "s.vnnlib"
+    spec.write_text(error_bound_v1((k_lo - 0.25) * step, (k_hi + 0.25) * step, 1.0, [0, 1], 2))
+    inst = load_instance(str(spec), path)
+    dom = domain_for(inst.graph)
+    assert isinstance(dom, CodeDomain)
+    L, U = dom.initial(inst.spec.cases[0])
+    return inst, dom, L, U
+
+
 @pytest.mark.parametrize("kind", ["fixed-point-4", "fixed-point-8", "pow2-qdq"])
 def test_exact_rounding_bands_stay_sound(tmp_path, kind):
     """Where the exactness analysis narrows a rounding band (code-space graph), every mode's
@@ -281,13 +293,8 @@ def test_exact_rounding_bands_stay_sound(tmp_path, kind):
     for _ in range(4):
         k_lo = rng.integers(-8, 4, size=3)
         k_hi = k_lo + rng.integers(1, 6, size=3)
-        spec = tmp_path / "s.vnnlib"
-        spec.write_text(error_bound_v1((k_lo - 0.25) * step, (k_hi + 0.25) * step, 1.0, [0, 1], 2))
-        inst = load_instance(str(spec), path)
-        dom = domain_for(inst.graph)
-        assert isinstance(dom, CodeDomain)
+        inst, dom, L, U = _code_box(tmp_path, path, k_lo, k_hi, step)
         marked = max(marked, sum(getattr(op, "exact_step", None) is not None for op in dom.analysis_graph.ops))
-        L, U = dom.initial(inst.spec.cases[0])
         x = M.grid_points(k_lo, k_hi, step).astype(dtype)
         y = np.vstack([sess.run(None, {name: p[None]})[0] for p in x]).astype(np.float64)
         for mode in MODES:
@@ -326,11 +333,7 @@ def test_difference_cuts_hold_on_every_grid_point(tmp_path, kind):
     for _ in range(6):
         k_lo = rng.integers(-8, 4, size=3)
         k_hi = k_lo + rng.integers(2, 7, size=3)
-        spec = tmp_path / "s.vnnlib"
-        spec.write_text(error_bound_v1((k_lo - 0.25) * step, (k_hi + 0.25) * step, 1.0, [0, 1], 2))
-        inst = load_instance(str(spec), path)
-        dom = domain_for(inst.graph)
-        L, U = dom.initial(inst.spec.cases[0])
+        inst, dom, L, U = _code_box(tmp_path, path, k_lo, k_hi, step)
         g = dom.analysis_graph
         bounds, relaxations = refined_bounds(g, L.astype(float), U.astype(float))
         cuts = difference_cuts(g, bounds, relaxations)
@@ -338,7 +341,7 @@ def test_difference_cuts_hold_on_every_grid_point(tmp_path, kind):
         _assert_cuts_hold(g, cuts, M.grid_points(L[0], U[0], 1.0))
 
 
-def _encode_and_check_points(spec_path, model_path, n_random, rng) -> int:
+def _encode_and_check_points(inst, model_path, n_random, rng) -> int:
     """Encode the proof model over the spec's box (with the difference cuts), then fix its input
     at the box's corners and ``n_random`` random grid points in turn: the model stays feasible
     and its range of the first two outputs contains onnxruntime's value. Returns the number of
@@ -348,7 +351,6 @@ def _encode_and_check_points(spec_path, model_path, n_random, rng) -> int:
     sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     dtype = np.float64 if inp.type == "tensor(double)" else np.float32
-    inst = load_instance(str(spec_path), model_path)
     dom = domain_for(inst.graph)
     assert isinstance(dom, CodeDomain)
     L, U = dom.initial(inst.spec.cases[0])
@@ -379,9 +381,8 @@ def test_proof_model_holds_at_grid_points_tiny_twin(tmp_path):
     stair = 0
     for _ in range(2):
         k_lo = rng.integers(-6, 1, size=3)
-        spec = tmp_path / "s.vnnlib"
-        spec.write_text(error_bound_v1((k_lo - 0.25) * step, (k_lo + 6.25) * step, 1.0, [0, 1], 2))
-        stair += _encode_and_check_points(spec, path, 40, rng)
+        inst, _, _, _ = _code_box(tmp_path, path, k_lo, k_lo + 6, step)
+        stair += _encode_and_check_points(inst, path, 40, rng)
     assert stair > 0, "the boxes span several values per rounding neuron"
 
 
@@ -398,7 +399,7 @@ def test_proof_model_holds_at_grid_points_mnist(tmp_path, Q):
     onnx.save(faithful_twin(net, Q), str(path))
     spec = tmp_path / "s.vnnlib"
     spec.write_text(error_bound_v1(np.clip(x0 - 3, 0, 255), np.clip(x0 + 3, 0, 255), 1.0, [0], 10))
-    assert _encode_and_check_points(spec, str(path), 6, np.random.default_rng(5)) > 50
+    assert _encode_and_check_points(load_instance(str(spec), str(path)), str(path), 6, np.random.default_rng(5)) > 50
 
 
 @pytest.mark.parametrize("Q", [4, 8])

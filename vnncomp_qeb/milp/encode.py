@@ -62,9 +62,6 @@ class Cut:
     lo: object = -np.inf
     hi: object = np.inf
 
-    def within(self, lo, hi) -> "Cut":
-        return Cut(self.tensors, self.coefs, lo, hi)
-
 
 def _flat(b: np.ndarray) -> np.ndarray:
     return np.asarray(b, dtype=np.float64).reshape(-1)
@@ -191,14 +188,13 @@ class _Encoder:
         span = np.where(real, pv, np.nan)
         steep = EDGE_MAX * (np.nanmax(span, 1) - np.nanmin(span, 1)) / (xu - xl)
         for upper in (True, False):
-            sigma, c = _hull_edges(px, pv, real, upper, max_edges=1)
-            ok = np.isfinite(sigma) & (sigma > 0) & (sigma < steep[:, None])
-            k, e = np.nonzero(ok)
+            sigma, c = _first_hull_edge(px, pv, real, upper)
+            k = np.flatnonzero(np.isfinite(sigma) & (sigma > 0) & (sigma < steep))
             if k.size == 0:
                 continue
             cols = np.stack([q[k], x[k]], 1)
-            vals = np.stack([np.ones(k.size), -sigma[k, e]], 1)
-            bound = c[k, e] + (1 if upper else -1) * 1e-9 * (1 + np.abs(c[k, e]))
+            vals = np.stack([np.ones(k.size), -sigma[k]], 1)
+            bound = c[k] + (1 if upper else -1) * 1e-9 * (1 + np.abs(c[k]))
             inf = np.full(k.size, np.inf)
             self.m.add_rows(cols, vals, -inf if upper else bound, bound if upper else inf)
             self.stair_cuts += k.size
@@ -248,40 +244,20 @@ class _Encoder:
         return y
 
 
-def _hull_edges(px: np.ndarray, pv: np.ndarray, real: np.ndarray, upper: bool,
-                max_edges: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``max_edges`` (default all) edges of the upper (concave) or lower (convex) hull
-    of each row's points ``(px, pv)`` where ``real``, as lines ``v = σ·x + c`` (arrays with one
-    column per edge, NaN where a row has no more). Gift wrapping, vectorised over rows: the upper
-    hull from the highest leftmost point rightwards, the lower from the lowest rightmost leftwards."""
-    n, m = px.shape
-    m = m if max_edges is None else min(m, max_edges)
+def _first_hull_edge(px: np.ndarray, pv: np.ndarray, real: np.ndarray, upper: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the first edge of the upper (concave) hull of the points ``(px, pv)`` where
+    ``real``, out of its highest leftmost point — or of the lower (convex) hull into its lowest
+    rightmost point — as the line ``v = σ·x + c`` (σ = −inf where the row has no edge). The
+    first edge is the steepest line from that point to any other."""
     sign = 1.0 if upper else -1.0  # the lower hull is the upper hull of (−x, −v)
-    X, V = sign * px, sign * pv
-    X = np.where(real, X, np.inf)
+    X, V = np.where(real, sign * px, np.inf), sign * pv
     x0 = X.min(1)
-    at = real & (X == x0[:, None])
-    cur_x, cur_v = x0, np.where(at, V, -np.inf).max(1)
-    sigma, c = np.full((n, m), np.nan), np.full((n, m), np.nan)
-    active = np.isfinite(cur_x)
-    for step in range(m):
-        dx = X - cur_x[:, None]
-        right = real & (dx > 0) & active[:, None]
-        slope = np.where(right, (V - cur_v[:, None]) / np.where(right, dx, 1.0), -np.inf)
-        best = slope.max(1)
-        active &= np.isfinite(best)
-        if not active.any():
-            break
-        # the farthest point on the steepest line (ties), so collinear corners give one edge
-        on = right & (slope >= best[:, None] - 1e-12 * np.abs(best[:, None]))
-        far = np.where(on, X, -np.inf).argmax(1)
-        rows = np.flatnonzero(active)
-        nx, nv = X[rows, far[rows]], V[rows, far[rows]]
-        # v' = best·x' + (cur_v − best·cur_x) in the mirrored frame; back: v = best·x + sign·(...)
-        sigma[rows, step] = best[rows]
-        c[rows, step] = sign * (cur_v[rows] - best[rows] * cur_x[rows])
-        cur_x[rows], cur_v[rows] = nx, nv
-    return sigma, c
+    v0 = np.where(real & (X == x0[:, None]), V, -np.inf).max(1)
+    dx = X - x0[:, None]
+    right = real & (dx > 0)
+    sigma = np.where(right, (V - v0[:, None]) / np.where(right, dx, 1.0), -np.inf).max(1)
+    # v' ≤ σ·x' + (v0 − σ·x0) in the mirrored frame, i.e. v ≤ σ·x + c (upper) or v ≥ σ·x + c (lower)
+    return sigma, sign * (v0 - sigma * x0)
 
 
 def encode(graph: Graph, bounds: Bounds, mode: str = PROOF, integer_input: bool = False,

@@ -50,13 +50,13 @@ def difference_cuts(graph: Graph, bounds, relaxations) -> list[Cut]:
     for op in dg.graph.ops:
         if op.kind == "DiffActivation":
             noise = dg.graph.producer[op.inputs[0]]
-            cuts.append(Cut((op.z, op.zq), (1.0, -1.0)).within(*local[noise.output]))
+            cuts.append(Cut((op.z, op.zq), (1.0, -1.0), *local[noise.output]))
             if op.a != op.z or op.aq != op.zq:
-                cuts.append(Cut((op.a, op.aq), (1.0, -1.0)).within(*local[op.output]))
+                cuts.append(Cut((op.a, op.aq), (1.0, -1.0), *local[op.output]))
                 aL, bL, aU, bU = (v[0] for v in analysis.rel.get(op, local))
                 # the relation holds for the computed z − ẑ (what the columns are), so no noise term
-                cuts.append(Cut((op.a, op.aq, op.z, op.zq), (1.0, -1.0, -aL, aL)).within(bL, np.inf))
-                cuts.append(Cut((op.a, op.aq, op.z, op.zq), (1.0, -1.0, -aU, aU)).within(-np.inf, bU))
+                cuts.append(Cut((op.a, op.aq, op.z, op.zq), (1.0, -1.0, -aL, aL), lo=bL))
+                cuts.append(Cut((op.a, op.aq, op.z, op.zq), (1.0, -1.0, -aU, aU), hi=bU))
     return cuts
 
 
