@@ -341,11 +341,13 @@ def test_difference_cuts_hold_on_every_grid_point(tmp_path, kind):
         _assert_cuts_hold(g, cuts, M.grid_points(L[0], U[0], 1.0))
 
 
-def _encode_and_check_points(inst, model_path, n_random, rng) -> int:
+def _encode_and_check_points(inst, model_path, n_random, rng, witness_exact=False) -> int:
     """Encode the proof model over the spec's box (with the difference cuts), then fix its input
     at the box's corners and ``n_random`` random grid points in turn: the model stays feasible
-    and its range of the first two outputs contains onnxruntime's value. Returns the number of
-    staircase cuts."""
+    and its range of the first two outputs contains onnxruntime's value. With ``witness_exact``
+    (every rounding computed exactly), the witness model fixed at the same points is feasible and
+    pins those outputs to onnxruntime's values, ties included. Returns the number of staircase
+    cuts."""
     from vnncomp_qeb.milp.solve import difference_cuts
 
     sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
@@ -357,6 +359,7 @@ def _encode_and_check_points(inst, model_path, n_random, rng) -> int:
     g = dom.analysis_graph
     bounds, relaxations = refined_bounds(g, L.astype(float), U.astype(float))
     enc = encode(g, bounds, PROOF, True, difference_cuts(g, bounds, relaxations))
+    wit = encode(g, bounds, WITNESS, True)
     corners = np.array(np.meshgrid(*zip(L[0], U[0]))).reshape(L.shape[1], -1).T if L.shape[1] <= 4 else np.vstack([L, U])
     codes = np.vstack([corners, rng.integers(L[0], U[0] + 1, size=(n_random, L.shape[1]))]).astype(np.float64)
     x = dom.to_input(codes, inst.spec.cases[0]).astype(dtype).reshape((-1,) + tuple(inst.graph.input_shape))
@@ -370,6 +373,16 @@ def _encode_and_check_points(inst, model_path, n_random, rng) -> int:
                 r = HighsBackend().solve(m, 30)
                 assert r.status == OPTIMAL, (code, r.status)
                 assert sign * y[j] <= r.bound + 1e-7 * (1 + abs(y[j]))
+        if not witness_exact:
+            continue
+        m = wit.model.copy()
+        m.add_rows(wit.inputs[:, None], np.ones((wit.inputs.size, 1)), code, code)
+        for j in range(2):
+            for sign in (1, -1):
+                m.set_objective(wit.outputs[j:j + 1], np.array([float(sign)]))
+                r = HighsBackend().solve(m, 30)
+                assert r.status == OPTIMAL, (code, "witness model", r.status)
+                assert abs(r.objective - sign * y[j]) <= 1e-6 * (1 + abs(y[j])), (code, r.objective, y[j])
     return enc.n_stair_cuts
 
 
@@ -389,7 +402,10 @@ def test_proof_model_holds_at_grid_points_tiny_twin(tmp_path):
 @pytest.mark.parametrize("Q", [4, 8])
 def test_proof_model_holds_at_grid_points_mnist(tmp_path, Q):
     """The same on QEBVerif's two-layer MNIST network, radius-3 box around a paper image, where
-    the 4-bit hidden neurons take a few values each (most of the staircase cuts' gain)."""
+    the 4-bit hidden neurons take a few values each (most of the staircase cuts' gain); and the
+    witness model reproduces onnxruntime there (its second layer's input lies on a grid of 1/8
+    of a rounding step, so ties are the rule: a witness band narrowed against ties made nearly
+    every point of this network infeasible)."""
     from vnncomp_qeb.io.fixed_point import load_qebnet
 
     root = __file__.rsplit("/tests/", 1)[0]
@@ -399,7 +415,10 @@ def test_proof_model_holds_at_grid_points_mnist(tmp_path, Q):
     onnx.save(faithful_twin(net, Q), str(path))
     spec = tmp_path / "s.vnnlib"
     spec.write_text(error_bound_v1(np.clip(x0 - 3, 0, 255), np.clip(x0 + 3, 0, 255), 1.0, [0], 10))
-    assert _encode_and_check_points(load_instance(str(spec), str(path)), str(path), 6, np.random.default_rng(5)) > 50
+    inst = load_instance(str(spec), str(path))
+    assert all(getattr(op, "exact_step", None) is not None for op in domain_for(inst.graph).analysis_graph.ops
+               if op.kind in ("Round", "FakeQuant"))
+    assert _encode_and_check_points(inst, str(path), 6, np.random.default_rng(5), witness_exact=True) > 50
 
 
 @pytest.mark.parametrize("Q", [4, 8])

@@ -46,6 +46,7 @@ SPLIT_DIMS = 12  # inputs with more free dimensions than this get the MILP after
 SPLIT_SHARE = 0.1  # share of the remaining budget the split gets before the MILP takes over
 SAMPLES, ATTACK_STARTS, ATTACK_STEPS = 4096, 8, 20
 SEARCH_SHARE = 0.05  # most of the budget the coordinate search may take
+SEEDS_PER_POLYTOPE = 2  # falsifier points handed to the MILP's witness search
 
 
 @dataclass
@@ -75,9 +76,10 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _milp_child(graph, domain, case: Case, L, U, integer_input, deadline, backend, verbose):
+def _milp_child(graph, domain, case: Case, L, U, integer_input, deadline, backend, verbose, starts, seed):
     """In the child: the MILP over one box; candidate witnesses are screened by the reference
-    evaluator and sent back for the parent to replay in onnxruntime."""
+    evaluator and sent back for the parent to replay in onnxruntime. ``starts``: the falsifier's
+    best input points, where the witness search begins."""
     def screen(points):
         x = domain.to_input(points, case)
         y = domain.graph.evaluate(points) if integer_input else graph.evaluate(x)
@@ -85,8 +87,9 @@ def _milp_child(graph, domain, case: Case, L, U, integer_input, deadline, backen
 
     lines: list[str] = []
     res = milp_box(domain.analysis_graph, L, U, case.polytopes, integer_input=integer_input, deadline=deadline,
-                   chain=backend_chain(backend), check=screen, log=lines.append)
-    return res.proven, res.found, res.bound, lines if verbose else lines[-1:]
+                   chain=backend_chain(backend), check=screen, log=lines.append,
+                   starts=None if starts is None else domain.from_input(starts), seed=seed)
+    return res.proven, res.found, res.bound, lines if verbose else lines[-2:]
 
 
 class _Run:
@@ -100,6 +103,8 @@ class _Run:
         self.boxes = 0
         self.milp_calls = 0
         self.dra_box_s = 1.0  # measured seconds per box; the first call takes one box
+        self.seed = seed
+        self.best_points: dict[int, np.ndarray] = {}  # per case (by id): the falsifier's best inputs
         self.start = time.monotonic()
 
     def say(self, stage: str, what: str) -> None:
@@ -142,9 +147,15 @@ class _Run:
             # exact-margin coordinate ascent from the best points (sees through rounding)
             until = time.monotonic() + SEARCH_SHARE * (self.deadline - time.monotonic())
             for x0 in best_candidates(self.inst.graph, case, visited, 2)[0]:
-                found = self.try_points(case, coordinate_search(self.inst.graph, case, x0, deadline=until), "attack")
+                climbed = coordinate_search(self.inst.graph, case, x0, deadline=until)
+                visited = np.vstack([visited, climbed])
+                found = self.try_points(case, climbed, "attack")
                 if found or self.out_of_time():
                     return found
+            # the best points for each unsafe polytope: where the MILP's witness search starts
+            y = self.inst.graph.evaluate(visited)
+            top = [np.argsort(-p.margin(y))[:SEEDS_PER_POLYTOPE] for p in case.polytopes]
+            self.best_points[id(case)] = visited[np.unique(np.concatenate(top))] if top else visited[:0]
         return None
 
     def dra_open(self, domain, case: Case, L: np.ndarray, U: np.ndarray, until: float):
@@ -228,8 +239,10 @@ class _Run:
         self.milp_calls += 1
         workers = max(1, min(len(case.polytopes), self.settings.milp_workers or usable_cores()))
         shares = [Case(case.lower, case.upper, case.polytopes[k::workers]) for k in range(workers)]
+        starts = self.best_points.get(id(case))
         calls = [(_milp_child, (self.inst.graph, domain, share, L[0], U[0], integer_input, deadline,
-                                self.settings.backend, self.settings.verbose)) for share in shares]
+                                self.settings.backend, self.settings.verbose, starts, self.seed + k))
+                 for k, share in enumerate(shares)]
         # a candidate witness settles the case (if onnxruntime confirms it, checked below)
         results = run_isolated_all(calls, deadline=self.deadline - 0.1, memory_mb=self.settings.memory_mb,
                                    enough=lambda r: r.status == OK and r.value[1] is not None)

@@ -45,9 +45,12 @@ class Backend:
     def available(cls) -> bool:
         return bool(cls.module) and importlib.util.find_spec(cls.module) is not None
 
-    def solve(self, model: MilpModel, time_limit: float, threads: int = 1, start: np.ndarray | None = None,
+    def solve(self, model: MilpModel, time_limit: float, threads: int = 1,
+              start: tuple[np.ndarray, np.ndarray] | None = None,
               stop: threading.Event | None = None, stop_below: float = -np.inf,
               stop_above: float = np.inf) -> MilpResult:  # pragma: no cover - interface
+        """``start``: values ``(columns, values)`` for some columns (the inputs of a candidate
+        point); the solver completes them into its first incumbent when it can."""
         raise NotImplementedError
 
 
@@ -84,10 +87,8 @@ class HighsBackend(Backend):
                                for i in integer]
         h.passModel(lp)
         if start is not None and integer.any():
-            sol = highspy.HighsSolution()
-            sol.col_value = list(np.clip(start, lb, ub))
-            sol.value_valid = True
-            h.setSolution(sol)
+            idx, val = _partial(start, lb, ub)
+            h.setSolution(idx.size, idx.astype(np.int32), val)  # HiGHS completes a partial start
         decided = {"why": ""}
 
         def check(e):
@@ -163,10 +164,10 @@ class ScipBackend(Backend):
         nz = np.flatnonzero(cost)
         m.setObjective(pyscipopt.quicksum(cost[j] * xs[j] for j in nz.tolist()) + model.offset, "maximize")
         if start is not None:
-            sol = m.createSol()
-            for j, v in enumerate(np.clip(start, lb, ub).tolist()):
+            sol = m.createPartialSol()
+            for j, v in zip(*(a.tolist() for a in _partial(start, lb, ub))):
                 m.setSolVal(sol, xs[j], v)
-            m.trySol(sol)
+            m.addSol(sol)
         watcher = _Watcher(stop, m.interruptSolve)
         m.optimize()
         watcher.done()
@@ -213,7 +214,10 @@ class GurobiBackend(Backend):
                     m.addLConstr(expr, "<=", hi)
             m.setObjective(model.cost() @ x + model.offset, gp.GRB.MAXIMIZE)
             if start is not None:
-                x.Start = np.clip(start, lb, ub)
+                idx, val = _partial(start, lb, ub)
+                values = np.full(model.n_vars, gp.GRB.UNDEFINED)  # Gurobi completes the rest
+                values[idx] = val
+                x.Start = values
             watcher = _Watcher(stop, m.terminate)
             m.optimize()
             watcher.done()
@@ -252,6 +256,11 @@ class _Watcher:
 
     def done(self):
         self._finished.set()
+
+
+def _partial(start: tuple[np.ndarray, np.ndarray], lb: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.asarray(start[0], dtype=np.int64).ravel()
+    return idx, np.clip(np.asarray(start[1], dtype=np.float64).ravel(), lb[idx], ub[idx])
 
 
 BACKENDS = {b.name: b for b in (HighsBackend, ScipBackend, GurobiBackend)}

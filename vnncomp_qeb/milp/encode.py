@@ -11,6 +11,8 @@ Two variants (DESIGN §4):
   onnxruntime can compute: its dual bound is a bound on the real network.
 - ``witness``: exact rows, and the band is narrowed by ``δ`` so a point never sits on a tie: the
   input it returns reproduces (up to float32) in onnxruntime, which replays it before any ``sat``.
+  Where a rounding's input is computed exactly (``exact_step``) the exact band is kept: it breaks
+  ties as onnxruntime does, and on fixed-point twins ties are common, not an accident.
 """
 
 from __future__ import annotations
@@ -146,12 +148,15 @@ class _Encoder:
         xl, xu = self.lohi(op.inputs[0])
         tl, tu = xl / s, xu / s
         # r = round(t)  ⇔  r − t ∈ [−h_lo, h_hi]: the proof band (widened, or exact), or the
-        # witness band narrowed by δ so that no point sits on a tie
+        # witness band narrowed by δ so that no point sits on a tie — unless t is computed
+        # exactly on a grid (``exact_step``): then the exact band already breaks ties as
+        # onnxruntime does, and narrowing it would cut off every point with a tie (on a grid of
+        # step 1/8 nearly every point of a 100-neuron layer)
         h_lo, h_hi = rounding_band(op, np.maximum(np.abs(tl), np.abs(tu)))
         h_lo, h_hi = np.broadcast_to(h_lo, (n,)), np.broadcast_to(h_hi, (n,))
         rl = np.ceil(tl - h_lo)
         ru = np.maximum(np.floor(tu + h_hi), rl)
-        if self.mode == WITNESS:
+        if self.mode == WITNESS and getattr(op, "exact_step", None) is None:
             h_lo, h_hi = np.maximum(h_lo - WITNESS_DELTA, 0.0), np.maximum(h_hi - WITNESS_DELTA, 0.0)
         r = self.m.add_vars(rl, ru, integer=True)
         self.m.add_rows(np.stack([x, r], axis=1), np.stack([1.0 / s, -np.ones(n)], axis=1), -h_hi, h_lo)

@@ -75,6 +75,14 @@ class MilpModel:
         other.__dict__ = {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()}
         return other
 
+    def restricted(self, cols: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> "MilpModel":
+        """A copy whose columns ``cols`` have the bounds ``[lo, hi]`` (a neighbourhood of a point)."""
+        other = self.copy()
+        lb, ub = self.bounds()
+        lb[cols], ub[cols] = lo, hi
+        other._lb, other._ub = [lb], [ub]
+        return other
+
     def relaxation(self) -> "MilpModel":
         """A copy with every column continuous (the LP relaxation)."""
         other = self.copy()

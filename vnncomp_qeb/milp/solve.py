@@ -3,8 +3,10 @@
 For each unsafe polytope ``A·y ≤ b`` the model maximises the smallest slack ``s = min_k (b_k − A_k·y)``:
 - proof model (widened bands, float32 slack): a dual bound ``< −tol`` proves the polytope
   unreachable from the box; a timeout still leaves a certified upper bound on ``s``;
-- when the proof model's best point has ``s ≥ −tol``, it seeds the witness model (exact rows,
-  ties excluded), whose points go to the caller for an onnxruntime replay.
+- once a polytope is left unproven, the witness model (exact rows; ties excluded unless the
+  rounding's input is exact, where the band breaks them as onnxruntime does) is searched around
+  the best points known (:mod:`vnncomp_qeb.milp.neighbourhood`); its points go to the caller for
+  an onnxruntime replay.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from vnncomp_qeb.analysis.dra import cached_difference_graph, refined_bounds
 from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.milp.backends import INFEASIBLE, Backend, solve_with_fallback
 from vnncomp_qeb.milp.encode import PROOF, WITNESS, Cut, Encoding, encode
+from vnncomp_qeb.milp.neighbourhood import neighbourhood_search
 from vnncomp_qeb.spec import Polytope
 
 PROOF_TOL = 1e-6  # the dual bound must clear 0 by this (relative to the objective's scale)
+PROOF_SHARE = 0.5  # of the box's time for the proof model; the witness search gets the rest
 
 
 @dataclass
@@ -79,23 +83,33 @@ def _with_objective(enc: Encoding, p: Polytope, y_lo: np.ndarray, y_hi: np.ndarr
 def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list[Polytope], *,
              integer_input: bool, deadline: float, chain: list[Backend],
              check: Callable[[np.ndarray], object], stop=None, log: Callable[[str], None] = lambda m: None,
-             use_cuts: bool = True) -> BoxResult:
+             use_cuts: bool = True, starts: np.ndarray | None = None, search: bool = True,
+             seed: int = 0) -> BoxResult:
     """Decide the polytopes over one box (domain coordinates). ``check`` replays candidate input
-    points (rows of an array) and returns a truthy outcome for a confirmed witness."""
+    points (rows of an array) and returns its outcome (not None) for a confirmed witness.
+
+    The proof model gets the first ``PROOF_SHARE`` of the time; once a polytope is left unproven
+    the case cannot be proven, and the rest goes to :func:`neighbourhood_search` from ``starts``
+    (points in domain coordinates, e.g. the falsifier's best) and the proof model's incumbents."""
     bounds, relaxations = refined_bounds(graph, lower[None].astype(np.float64), upper[None].astype(np.float64))
     cuts = difference_cuts(graph, bounds, relaxations) if use_cuts else []
     proof = encode(graph, bounds, PROOF, integer_input, cuts)
-    witness = None
     y_lo = np.concatenate([bounds[o][0].reshape(-1) for o in graph.outputs])
     y_hi = np.concatenate([bounds[o][1].reshape(-1) for o in graph.outputs])
     result = BoxResult(proven=True, bound=-np.inf)
+    now = time.monotonic()
+    proof_until = now + PROOF_SHARE * (deadline - now) if search else deadline
+    seeds = [np.asarray(starts, dtype=np.float64).reshape(-1, lower.size)] if starts is not None else []
+    seeds.append(((lower + upper) / 2)[None])
+    unproven: list[int] = []
     order = sorted(range(len(polytopes)), key=lambda i: -_optimism(polytopes[i], y_lo, y_hi))
     for i in order:
         p = polytopes[i]
-        left = deadline - time.monotonic()
+        left = proof_until - time.monotonic()
         if left <= 0:
             result.proven, result.bound = False, np.inf
-            return result
+            unproven.append(i)
+            continue
         model, s_col, tol = _with_objective(proof, p, y_lo, y_hi)
         r = solve_with_fallback(chain, model, left, stop=stop, stop_below=-tol)
         result.solves.append(r)
@@ -106,23 +120,20 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
             continue
         result.proven = False
         result.bound = max(result.bound, r.bound)
-        if r.x is not None and r.objective is not None and r.objective >= -tol:
-            found = check(r.x[proof.inputs][None])
-            if found:
-                result.found = found
-                return result
-            if witness is None:
-                witness = encode(graph, bounds, WITNESS, integer_input)
-            wmodel, _, _ = _with_objective(witness, p, y_lo, y_hi)
-            start = _transfer(proof, witness, r.x)
-            left = deadline - time.monotonic()
-            w = solve_with_fallback(chain, wmodel, max(left, 0.01), stop=stop, start=start, stop_above=0.0)
-            log(f"milp witness polytope {i}: {w.status} best {w.objective}")
-            if w.x is not None and w.objective is not None and w.objective >= 0:
-                found = check(w.x[witness.inputs][None])
-                if found:
+        unproven.append(i)
+        if r.x is not None:
+            seeds.insert(0, r.x[proof.inputs][None])
+            if r.objective is not None and r.objective >= -tol:
+                found = check(r.x[proof.inputs][None])
+                if found is not None:
                     result.found = found
                     return result
+    if unproven and time.monotonic() < deadline - 0.1:
+        witness = encode(graph, bounds, WITNESS, integer_input)
+        targets = [(_with_objective(witness, polytopes[i], y_lo, y_hi)[0], polytopes[i]) for i in unproven]
+        result.found = neighbourhood_search(witness, targets, np.vstack(seeds), integer_input=integer_input,
+                                            deadline=deadline, chain=chain, check=check,
+                                            rng=np.random.default_rng(seed), stop=stop, log=log)
     return result
 
 
@@ -130,13 +141,3 @@ def _optimism(p: Polytope, y_lo: np.ndarray, y_hi: np.ndarray) -> float:
     """Upper bound of the polytope's slack from output intervals (larger: more likely hit)."""
     row_lo = y_lo @ np.maximum(p.A, 0).T + y_hi @ np.minimum(p.A, 0).T
     return float(np.min(p.b - row_lo)) if p.A.shape[0] else np.inf
-
-
-def _transfer(src: Encoding, dst: Encoding, x: np.ndarray) -> np.ndarray | None:
-    """Start values for ``dst`` from a point of ``src`` (same graph): tensor columns copied,
-    the remaining columns left at 0 for the solver to repair."""
-    out = np.zeros(dst.model.n_vars + 1)
-    for name, cols in dst.columns.items():
-        if name in src.columns:
-            out[cols] = x[src.columns[name]]
-    return None if not np.isfinite(out).all() else out

@@ -52,6 +52,10 @@ class RealDomain:
     def to_input(self, points: np.ndarray, case: Case) -> np.ndarray:
         return points
 
+    def from_input(self, x: np.ndarray) -> np.ndarray:
+        """Domain coordinates of input points (the inverse of :meth:`to_input` on the grid)."""
+        return np.asarray(x, dtype=np.float64)
+
 
 class CodeDomain(RealDomain):
     """Boxes of integer codes ``c`` of the input quantizer; the graph starts from ``s·(c − z)``."""
@@ -94,6 +98,11 @@ class CodeDomain(RealDomain):
         """The grid point of each code (rounded codes for box centres), clipped into the box."""
         codes = np.round(points)
         return np.clip(self.scale * (codes - self.zero), case.lower, case.upper)
+
+    def from_input(self, x: np.ndarray) -> np.ndarray:
+        """The code the input quantizer gives each input."""
+        codes = ops.round_with(self.snap.mode, np.asarray(x, dtype=np.float64) / self.scale) + self.zero
+        return np.clip(codes, self.snap.qmin, self.snap.qmax)
 
 
 def _split_dims(L: np.ndarray, U: np.ndarray, width0: np.ndarray, score: np.ndarray | None) -> np.ndarray:

@@ -1,0 +1,116 @@
+"""The MILP's witness search (large neighbourhoods of the best point) against exhaustive
+enumeration of small fixed-point twins: it finds a witness whenever the true maximum clears the
+bound, each one replayed by onnxruntime, and never hands over a point that misses the polytope."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+import models as M
+import vnncomp_qeb.milp.neighbourhood as nb
+from vnncomp_qeb.analysis.dra import refined_bounds
+from vnncomp_qeb.io.fixed_point import QebNet, faithful_twin
+from vnncomp_qeb.io.instance import load_instance
+from vnncomp_qeb.io.replay import replay
+from vnncomp_qeb.io.vnnlib_writer import error_bound_v1
+from vnncomp_qeb.milp.backends import backend_chain
+from vnncomp_qeb.milp.encode import WITNESS, encode
+from vnncomp_qeb.milp.solve import _with_objective, milp_box
+from vnncomp_qeb.search.domains import CodeDomain, domain_for
+
+N_IN = 8
+
+
+def _twin(path, seed, Q):
+    rng = np.random.default_rng(seed)
+    sizes = (N_IN, 8, 6, 2)
+    Ws = [rng.normal(size=(a, b)) / np.sqrt(a) * (1 / 16 if k == 0 else 1)
+          for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    bs = [rng.normal(size=b) * 0.1 for b in sizes[1:]]
+    onnx.save(faithful_twin(QebNet(f"nb{seed}", Ws, bs, {"family": "acasxu"}), Q), str(path))
+    return str(path)
+
+
+def _case(tmp_path, path, k_lo, eps):
+    """Instance |Y_0| < eps over the grid box k_lo..k_lo+3 (4^8 = 65,536 points)."""
+    spec = tmp_path / "s.vnnlib"
+    spec.write_text(error_bound_v1(k_lo - 0.25, k_lo + 3.25, eps, [0], 2))
+    inst = load_instance(str(spec), path)
+    dom = domain_for(inst.graph)
+    assert isinstance(dom, CodeDomain)
+    return inst, dom
+
+
+def _search(inst, dom, seconds, start):
+    """neighbourhood_search over every polytope of the case from ``start`` (codes); the points
+    ``check`` saw and what it returned."""
+    case = inst.spec.cases[0]
+    L, U = dom.initial(case)
+    g = dom.analysis_graph
+    bounds, _ = refined_bounds(g, L.astype(float), U.astype(float))
+    enc = encode(g, bounds, WITNESS, True)
+    y_lo = np.concatenate([bounds[o][0].reshape(-1) for o in g.outputs])
+    y_hi = np.concatenate([bounds[o][1].reshape(-1) for o in g.outputs])
+    targets = [(_with_objective(enc, p, y_lo, y_hi)[0], p) for p in case.polytopes]
+    seen = []
+
+    def check(points):
+        seen.append(points[0].copy())
+        r = replay(inst, dom.to_input(points, case)[0])
+        return r if r.ok else None
+
+    found = nb.neighbourhood_search(enc, targets, start[None], integer_input=True,
+                                    deadline=time.monotonic() + seconds, chain=backend_chain(), check=check,
+                                    rng=np.random.default_rng(0))
+    return found, seen
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_neighbourhood_search_matches_enumeration(tmp_path, monkeypatch, seed):
+    monkeypatch.setattr(nb, "FREE_START", 2)  # start from true neighbourhoods, not the whole box
+    path = _twin(tmp_path / "t.onnx", seed, 4)
+    rng = np.random.default_rng(seed)
+    k_lo = rng.integers(-6, 3, size=N_IN).astype(float)
+    inst, dom = _case(tmp_path, path, k_lo, 1.0)
+    codes = M.grid_points(k_lo, k_lo + 3, 1.0).astype(np.float64)
+    y = dom.graph.evaluate(codes)[:, 0]  # the reference evaluator: bit-exact with onnxruntime here
+    top = float(np.abs(y).max())
+    worst = codes[np.argmin(np.abs(y))]  # start where the error is smallest
+    gap = 1e-6 * (1 + top)
+    # ε just below the largest error: a witness, replayed
+    inst, dom = _case(tmp_path, path, k_lo, top - gap)
+    found, seen = _search(inst, dom, 30.0, worst)
+    assert found is not None and found.ok, (top, seen)
+    assert abs(found.y[0]) >= top - gap
+    # ... just above: no point reaches the unsafe set, so none is handed over
+    inst, dom = _case(tmp_path, path, k_lo, top + gap)
+    found, seen = _search(inst, dom, 3.0, worst)
+    assert found is None and not seen
+
+
+def test_milp_box_finds_witness_by_search(tmp_path):
+    """Through milp_box: the proof share ends unproven (ε below the true maximum) and the search
+    from the falsifier's point returns a replayed witness."""
+    path = _twin(tmp_path / "t.onnx", 7, 4)
+    k_lo = np.full(N_IN, -2.0)
+    inst, dom = _case(tmp_path, path, k_lo, 1.0)
+    codes = M.grid_points(k_lo, k_lo + 3, 1.0).astype(np.float64)
+    y = dom.graph.evaluate(codes)[:, 0]
+    top = float(np.abs(y).max())
+    inst, dom = _case(tmp_path, path, k_lo, top - 1e-6 * (1 + top))
+    case = inst.spec.cases[0]
+    L, U = dom.initial(case)
+
+    def check(points):
+        r = replay(inst, dom.to_input(points, case)[0])
+        return r if r.ok else None
+
+    res = milp_box(dom.analysis_graph, L[0], U[0], case.polytopes, integer_input=True,
+                   deadline=time.monotonic() + 30, chain=backend_chain(), check=check,
+                   starts=codes[np.argmin(np.abs(y))][None])
+    assert not res.proven
+    assert res.found is not None and res.found.ok and abs(res.found.y[0]) >= top - 1e-6 * (1 + top)
