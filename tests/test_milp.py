@@ -154,6 +154,33 @@ def test_backends_agree_with_enumeration():
             assert np.all(np.abs(m.row_values(r.x)[: 6] - A @ r.x[:5]) < 1e-9)
 
 
+def test_partial_start_and_restricted_columns():
+    """Every available back-end takes a start for some columns only (the witness search's
+    neighbourhood step) and honours ``MilpModel.restricted``: with x0, x1 fixed at (1, −1) the
+    best of y = x0 − 2·x1 + 3·x2 − x3 over integers in [−3, 3] with |Σx| ≤ 2 is 15, at x2 = 3,
+    x3 = −3 (enumerated below)."""
+    m = MilpModel()
+    x = m.add_vars(np.full(4, -3.0), np.full(4, 3.0), integer=True)
+    y = m.add_vars(np.full(1, -100.0), np.full(1, 100.0))
+    coef = np.array([1.0, -2.0, 3.0, -1.0])
+    m.add_rows(np.array([[y[0], *x]]), np.concatenate([[1.0], -coef])[None], 0.0, 0.0)
+    m.add_rows(x[None], np.ones((1, 4)), -2.0, 2.0)
+    m.set_objective(y, np.ones(1))
+    grid = np.stack(np.meshgrid(*[np.arange(-3, 4)] * 2, indexing="ij"), -1).reshape(-1, 2)
+    pts = np.hstack([np.tile([1.0, -1.0], (grid.shape[0], 1)), grid])
+    best = (pts @ coef)[np.abs(pts.sum(1)) <= 2].max()
+    sub = m.restricted(x[:2], np.array([1.0, -1.0]), np.array([1.0, -1.0]))
+    assert m.bounds()[0][x[0]] == -3.0  # the original keeps its bounds
+    for backend in (HighsBackend(), ScipBackend(), GurobiBackend()):
+        if not backend.available():
+            continue
+        r = backend.solve(sub, 10, start=(x, np.array([1.0, -1.0, 0.0, 0.0])))
+        if backend.name == "gurobi" and r.status != OPTIMAL:
+            continue  # no usable licence here
+        assert r.status == OPTIMAL and abs(r.objective - best) < 1e-9, backend.name
+        assert np.allclose(r.x[x[:2]], [1.0, -1.0]), backend.name
+
+
 def test_interrupt_from_another_thread():
     rng = np.random.default_rng(1)
     m = MilpModel()  # a knapsack-like model HiGHS cannot finish in a fraction of a second
