@@ -368,6 +368,31 @@ def test_difference_cuts_hold_on_every_grid_point(tmp_path, kind):
         _assert_cuts_hold(g, cuts, M.grid_points(L[0], U[0], 1.0))
 
 
+def _solves_at(enc, code):
+    """The encoding with its input fixed at ``code``, maximised and minimised on each of the first
+    two outputs: ``(output, sign, result)`` per solve."""
+    m = enc.model.copy()
+    m.add_rows(enc.inputs[:, None], np.ones((enc.inputs.size, 1)), code, code)
+    for j in range(2):
+        for sign in (1, -1):
+            m.set_objective(enc.outputs[j:j + 1], np.array([float(sign)]))
+            yield j, sign, HighsBackend().solve(m, 30)
+
+
+def _mnist_instance(tmp_path, Q, image):
+    """QEBVerif's two-layer MNIST network at Q bits, radius-3 box around paper image ``image``."""
+    from vnncomp_qeb.io.fixed_point import load_qebnet
+
+    root = __file__.rsplit("/tests/", 1)[0]
+    net = load_qebnet(f"{root}/specs/networks/qebverif/PTQ_mnist_2blk_100_100_in_8_relu_0.npz")
+    x0 = np.load(f"{root}/specs/networks/mnist_samples.npz")["paper_images"][image].astype(float)
+    path = tmp_path / "twin.onnx"
+    onnx.save(faithful_twin(net, Q), str(path))
+    spec = tmp_path / "s.vnnlib"
+    spec.write_text(error_bound_v1(np.clip(x0 - 3, 0, 255), np.clip(x0 + 3, 0, 255), 1.0, [0], 10))
+    return load_instance(str(spec), str(path)), str(path)
+
+
 def _encode_and_check_points(inst, model_path, n_random, rng, witness_exact=False) -> int:
     """Encode the proof model over the spec's box (with the difference cuts), then fix its input
     at the box's corners and ``n_random`` random grid points in turn: the model stays feasible
@@ -392,24 +417,14 @@ def _encode_and_check_points(inst, model_path, n_random, rng, witness_exact=Fals
     x = dom.to_input(codes, inst.spec.cases[0]).astype(dtype).reshape((-1,) + tuple(inst.graph.input_shape))
     ys = np.vstack([sess.run(None, {inp.name: p[None]})[0] for p in x]).astype(np.float64)
     for code, y in zip(codes, ys):
-        m = enc.model.copy()
-        m.add_rows(enc.inputs[:, None], np.ones((enc.inputs.size, 1)), code, code)
-        for j in range(2):
-            for sign in (1, -1):
-                m.set_objective(enc.outputs[j:j + 1], np.array([float(sign)]))
-                r = HighsBackend().solve(m, 30)
-                assert r.status == OPTIMAL, (code, r.status)
-                assert sign * y[j] <= r.bound + 1e-7 * (1 + abs(y[j]))
+        for j, sign, r in _solves_at(enc, code):
+            assert r.status == OPTIMAL, (code, r.status)
+            assert sign * y[j] <= r.bound + 1e-7 * (1 + abs(y[j]))
         if not witness_exact:
             continue
-        m = wit.model.copy()
-        m.add_rows(wit.inputs[:, None], np.ones((wit.inputs.size, 1)), code, code)
-        for j in range(2):
-            for sign in (1, -1):
-                m.set_objective(wit.outputs[j:j + 1], np.array([float(sign)]))
-                r = HighsBackend().solve(m, 30)
-                assert r.status == OPTIMAL, (code, "witness model", r.status)
-                assert abs(r.objective - sign * y[j]) <= 1e-6 * (1 + abs(y[j])), (code, r.objective, y[j])
+        for j, sign, r in _solves_at(wit, code):
+            assert r.status == OPTIMAL, (code, "witness model", r.status)
+            assert abs(r.objective - sign * y[j]) <= 1e-6 * (1 + abs(y[j])), (code, r.objective, y[j])
     return enc.n_stair_cuts
 
 
@@ -433,19 +448,10 @@ def test_proof_model_holds_at_grid_points_mnist(tmp_path, Q):
     witness model reproduces onnxruntime there (its second layer's input lies on a grid of 1/8
     of a rounding step, so ties are the rule: a witness band narrowed against ties made nearly
     every point of this network infeasible)."""
-    from vnncomp_qeb.io.fixed_point import load_qebnet
-
-    root = __file__.rsplit("/tests/", 1)[0]
-    net = load_qebnet(f"{root}/specs/networks/qebverif/PTQ_mnist_2blk_100_100_in_8_relu_0.npz")
-    x0 = np.load(f"{root}/specs/networks/mnist_samples.npz")["paper_images"][1].astype(float)
-    path = tmp_path / "twin.onnx"
-    onnx.save(faithful_twin(net, Q), str(path))
-    spec = tmp_path / "s.vnnlib"
-    spec.write_text(error_bound_v1(np.clip(x0 - 3, 0, 255), np.clip(x0 + 3, 0, 255), 1.0, [0], 10))
-    inst = load_instance(str(spec), str(path))
+    inst, path = _mnist_instance(tmp_path, Q, 1)
     assert all(getattr(op, "exact_step", None) is not None for op in domain_for(inst.graph).analysis_graph.ops
                if op.kind in ("Round", "FakeQuant"))
-    assert _encode_and_check_points(inst, str(path), 6, np.random.default_rng(5), witness_exact=True) > 50
+    assert _encode_and_check_points(inst, path, 6, np.random.default_rng(5), witness_exact=True) > 50
 
 
 @pytest.mark.parametrize("Q", [4, 8])
@@ -453,17 +459,9 @@ def test_relational_cuts_on_mnist_twin(tmp_path, monkeypatch, Q):
     """On QEBVerif's two-layer MNIST network (radius-3 box around a paper image) the relations
     depend on z − ẑ (nonzero slopes), hold at sampled and extreme codes, and tighten the
     LP relaxation's bound of the output difference."""
-    from vnncomp_qeb.io.fixed_point import load_qebnet
     from vnncomp_qeb.milp.solve import difference_cuts
 
-    root = __file__.rsplit("/tests/", 1)[0]
-    net = load_qebnet(f"{root}/specs/networks/qebverif/PTQ_mnist_2blk_100_100_in_8_relu_0.npz")
-    x0 = np.load(f"{root}/specs/networks/mnist_samples.npz")["paper_images"][0].astype(float)
-    path = tmp_path / "twin.onnx"
-    onnx.save(faithful_twin(net, Q), str(path))
-    spec = tmp_path / "s.vnnlib"
-    spec.write_text(error_bound_v1(np.clip(x0 - 3, 0, 255), np.clip(x0 + 3, 0, 255), 1.0, [0], 10))
-    inst = load_instance(str(spec), str(path))
+    inst, _ = _mnist_instance(tmp_path, Q, 0)
     dom = domain_for(inst.graph)
     L, U = dom.initial(inst.spec.cases[0])
     g = dom.analysis_graph
