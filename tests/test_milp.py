@@ -290,6 +290,33 @@ def test_parallel_children_stop_when_one_is_enough():
     assert not psutil.Process().children(recursive=True)
 
 
+def test_freed_core_gets_a_helper():
+    """A child that ends early frees its core for the helper ``refill`` hands out; nobody waits
+    for a helper (cancelled when the calls are done), but its result can be enough."""
+    asked = []
+
+    def refill(results):
+        asked.append([r is not None for r in results])
+        return (_sleep, (30,)) if len(asked) == 1 else None
+
+    t0 = time.monotonic()
+    rs = run_isolated_all([(_sleep, (0.2,)), (_sleep, (1.5,))], deadline=t0 + 20, refill=refill)
+    assert [r.status for r in rs] == [OK, OK, CANCELLED] and time.monotonic() - t0 < 10
+    assert asked[0] == [True, False] and len(asked) == 2  # the helper was started once, on the first end
+    asked.clear()
+    rs = run_isolated_all([(_sleep, (0.2,)), (_sleep, (30,))], deadline=t0 + 20,
+                          enough=lambda r: r.status == OK and r.value == "early",
+                          refill=lambda results: (_early, ()) if len(results) == 2 else None)
+    assert [r.status for r in rs] == [OK, CANCELLED, OK] and rs[2].value == "early"
+    assert time.monotonic() - t0 < 15
+    assert not psutil.Process().children(recursive=True)
+
+
+def _early():
+    time.sleep(0.3)
+    return "early"
+
+
 def _code_box(tmp_path, path, k_lo, k_hi, step):
     """The instance of the grid box ``k_lo..k_hi`` (steps of ``step``, each side padded by a
     quarter step) on the twin at ``path``, with its code-space domain and initial code box."""

@@ -12,6 +12,7 @@ import pytest
 
 import models as M
 import vnncomp_qeb.milp.neighbourhood as nb
+import vnncomp_qeb.portfolio as P
 from vnncomp_qeb.analysis.dra import refined_bounds
 from vnncomp_qeb.io.fixed_point import QebNet, faithful_twin
 from vnncomp_qeb.io.instance import load_instance
@@ -92,9 +93,11 @@ def test_neighbourhood_search_matches_enumeration(tmp_path, monkeypatch, seed):
     assert found is None and not seen
 
 
-def test_milp_box_finds_witness_by_search(tmp_path):
+@pytest.mark.parametrize("prove", [True, False])
+def test_milp_box_finds_witness_by_search(tmp_path, prove):
     """Through milp_box: the proof share ends unproven (ε below the true maximum) and the search
-    from the falsifier's point returns a replayed witness."""
+    from the falsifier's point returns a replayed witness; a helper (``prove=False``) runs no
+    proof model at all and gets there by the search alone."""
     path = _twin(tmp_path / "t.onnx", 7, 4)
     k_lo = np.full(N_IN, -2.0)
     inst, dom = _case(tmp_path, path, k_lo, 1.0)
@@ -111,6 +114,42 @@ def test_milp_box_finds_witness_by_search(tmp_path):
 
     res = milp_box(dom.analysis_graph, L[0], U[0], case.polytopes, integer_input=True,
                    deadline=time.monotonic() + 30, chain=backend_chain(), check=check,
-                   starts=codes[np.argmin(np.abs(y))][None])
-    assert not res.proven
+                   starts=codes[np.argmin(np.abs(y))][None], prove=prove)
+    assert not res.proven and len(res.solves) == int(prove) and (prove or res.bound == np.inf)
     assert res.found is not None and res.found.ok and abs(res.found.y[0]) >= top - 1e-6 * (1 + top)
+
+
+def test_freed_core_searches_the_open_share(tmp_path, monkeypatch):
+    """Through the portfolio with two MILP children: the child of the safe polytope proves it
+    and its core goes to a helper, whose search finds the witness of the other polytope while
+    that polytope's own child is still busy (held here for the whole budget, as a hard proof
+    would be); onnxruntime replays the witness."""
+    path = _twin(tmp_path / "t.onnx", 7, 4)
+    k_lo = np.full(N_IN, -2.0)
+    inst, dom = _case(tmp_path, path, k_lo, 1.0)
+    ys = dom.graph.evaluate(M.grid_points(k_lo, k_lo + 3, 1.0).astype(np.float64))
+    up, down = float(ys[:, 0].max()), float(-ys[:, 0].min())
+    far, near = max(up, down), max(min(up, down), 0.0)
+    assert far - near > 1e-3  # ε between the two: exactly one polytope is sat
+    inst, _ = _case(tmp_path, path, k_lo, (far + near) / 2)
+    case = inst.spec.cases[0]
+    sat_side = [p for p in case.polytopes if p.contains(ys).any()]
+    assert len(sat_side) == 1 and len(case.polytopes) == 2
+    real_child, t0 = P._milp_child, time.monotonic()
+
+    def child(graph, domain, share, *args):
+        prove = args[-1]
+        if prove and sat_side[0] in share.polytopes:  # the hard share: no answer before the deadline
+            time.sleep(max(args[3] - time.monotonic(), 0))
+            return False, None, np.inf, ["held"]
+        return real_child(graph, domain, share, *args)
+
+    monkeypatch.setattr(P, "_milp_child", child)
+    monkeypatch.setattr(P, "SPLIT_DIMS", 0)  # 8 free inputs: straight to the MILP
+    monkeypatch.setattr(P, "SPLIT_SHARE", 0.0)
+    monkeypatch.setattr(P._Run, "falsify", lambda self: None)
+    lines: list[str] = []
+    out = P.verify(inst, 40, log=lines.append, settings=P.Settings(milp_workers=2))
+    assert out.verdict == "sat" and out.stage == "milp" and out.replay.ok
+    assert any("[helper 1] neighbourhood search: witness" in line for line in lines), lines
+    assert time.monotonic() - t0 < 30

@@ -84,29 +84,49 @@ def run_isolated(fn: Callable, *args, deadline: float, memory_mb: float | None =
 
 
 def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, memory_mb: float | None = None,
-                     enough: Callable[[Isolated], bool] = lambda r: False) -> list[Isolated]:
+                     enough: Callable[[Isolated], bool] = lambda r: False,
+                     refill: Callable[[list[Isolated | None]], tuple[Callable, tuple] | None] | None = None,
+                     ) -> list[Isolated]:
     """Every ``fn(*args)`` of ``calls`` in its own forked child, all at once (one per core),
     each under the deadline and an equal share of ``memory_mb``. As soon as one result makes
-    ``enough`` true the others are stopped (status ``cancelled``). Results in call order."""
+    ``enough`` true the others are stopped (status ``cancelled``).
+
+    ``refill(results)`` is asked whenever a child ends (``results`` so far, None where still
+    running) and may return a helper call for the freed core. Helpers count for ``enough`` but
+    nobody waits for them: once every call of ``calls`` has ended they are cancelled. Results in
+    call order, the helpers' after them."""
     cap = (default_memory_cap_mb() if memory_mb is None else memory_mb) / max(len(calls), 1)
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     running = []
-    for fn, args in calls:
+
+    def start(fn, args):
         recv, send = ctx.Pipe(duplex=False)
         child = ctx.Process(target=_child, args=(send, fn, args), daemon=True)
         child.start()
         send.close()
         running.append((child, psutil.Process(child.pid), recv))
+
+    for fn, args in calls:
+        start(fn, args)
     results: list[Isolated | None] = [None] * len(calls)
     peaks = [0.0] * len(calls)
     try:
-        while any(r is None for r in results):
-            for i, (child, proc, recv) in enumerate(running):
+        while any(r is None for r in results[:len(calls)]):
+            for i in range(len(running)):
+                if results[i] is not None:
+                    continue
+                child, proc, recv = running[i]
+                results[i] = _poll(child, proc, recv, cap, deadline, peaks, i)
                 if results[i] is None:
-                    results[i] = _poll(child, proc, recv, cap, deadline, peaks, i)
-                    if results[i] is not None and enough(results[i]):
-                        results = [r if r is not None else Isolated(CANCELLED) for r in results]
-                        break
+                    continue
+                if enough(results[i]):
+                    results = [r if r is not None else Isolated(CANCELLED) for r in results]
+                    break
+                helper = refill(results) if refill is not None and time.monotonic() < deadline else None
+                if helper is not None:
+                    results.append(None)
+                    peaks.append(0.0)
+                    start(*helper)
             time.sleep(POLL_S)
     finally:
         for child, proc, recv in running:
@@ -114,6 +134,7 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
                 _kill_tree(proc)
             child.join(timeout=2)
             recv.close()
+    results = [r if r is not None else Isolated(CANCELLED) for r in results]
     for r, peak in zip(results, peaks):
         r.peak_mb = peak
     return results

@@ -47,6 +47,7 @@ SPLIT_SHARE = 0.1  # share of the remaining budget the split gets before the MIL
 SAMPLES, ATTACK_STARTS, ATTACK_STEPS = 4096, 8, 20
 SEARCH_SHARE = 0.05  # most of the budget the coordinate search may take
 SEEDS_PER_POLYTOPE = 2  # falsifier points handed to the MILP's witness search
+HELPER_MIN_S = 5.0  # least time left for a freed core to start a witness-search helper
 
 
 @dataclass
@@ -76,10 +77,11 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _milp_child(graph, domain, case: Case, L, U, integer_input, deadline, backend, verbose, starts, seed):
+def _milp_child(graph, domain, case: Case, L, U, integer_input, deadline, backend, verbose, starts, seed,
+                prove=True):
     """In the child: the MILP over one box; candidate witnesses are screened by the reference
     evaluator and sent back for the parent to replay in onnxruntime. ``starts``: the falsifier's
-    best input points, where the witness search begins."""
+    best input points, where the witness search begins; ``prove=False``: the search alone."""
     def screen(points):
         x = domain.to_input(points, case)
         y = domain.graph.evaluate(points) if integer_input else graph.evaluate(x)
@@ -88,7 +90,7 @@ def _milp_child(graph, domain, case: Case, L, U, integer_input, deadline, backen
     lines: list[str] = []
     res = milp_box(domain.analysis_graph, L, U, case.polytopes, integer_input=integer_input, deadline=deadline,
                    chain=backend_chain(backend), check=screen, log=lines.append,
-                   starts=None if starts is None else domain.from_input(starts), seed=seed)
+                   starts=None if starts is None else domain.from_input(starts), seed=seed, prove=prove)
     return res.proven, res.found, res.bound, lines if verbose else lines[-2:]
 
 
@@ -240,28 +242,43 @@ class _Run:
         workers = max(1, min(len(case.polytopes), self.settings.milp_workers or usable_cores()))
         shares = [Case(case.lower, case.upper, case.polytopes[k::workers]) for k in range(workers)]
         starts = self.best_points.get(id(case))
-        calls = [(_milp_child, (self.inst.graph, domain, share, L[0], U[0], integer_input, deadline,
-                                self.settings.backend, self.settings.verbose, starts, self.seed + k))
-                 for k, share in enumerate(shares)]
+
+        def call(share: Case, seed: int, prove: bool = True):
+            return (_milp_child, (self.inst.graph, domain, share, L[0], U[0], integer_input, deadline,
+                                  self.settings.backend, self.settings.verbose, starts, seed, prove))
+
+        def refill(results):
+            # a share proven early frees its core: a helper searches the open shares for witnesses
+            # (one per freed core: a helper that dies is not replaced)
+            open_ = [p for k in range(workers) if results[k] is None for p in shares[k].polytopes]
+            freed = sum(r is not None for r in results[:workers]) - (len(results) - workers)
+            if not open_ or freed <= 0 or deadline - time.monotonic() < HELPER_MIN_S:
+                return None
+            return call(Case(case.lower, case.upper, open_), self.seed + len(results), prove=False)
+
         # a candidate witness settles the case (if onnxruntime confirms it, checked below)
-        results = run_isolated_all(calls, deadline=self.deadline - 0.1, memory_mb=self.settings.memory_mb,
-                                   enough=lambda r: r.status == OK and r.value[1] is not None)
+        results = run_isolated_all([call(share, self.seed + k) for k, share in enumerate(shares)],
+                                   deadline=self.deadline - 0.1, memory_mb=self.settings.memory_mb,
+                                   enough=lambda r: r.status == OK and r.value[1] is not None, refill=refill)
         proven, bound = True, -np.inf
         failed = None
         for k, iso in enumerate(results):
-            tag = f"[{k + 1}/{workers}] " if workers > 1 else ""
+            helper = k >= workers  # its witness counts, its (absent) proof does not
+            tag = f"[helper {k + 1 - workers}] " if helper else f"[{k + 1}/{workers}] " if workers > 1 else ""
             if iso.status != OK:
                 if iso.status != CANCELLED:
                     self.say("milp", f"{tag}{iso.status} ({iso.message.strip().splitlines()[0] if iso.message else ''}, "
                                      f"peak {iso.peak_mb:.0f} MB)")
-                    failed = failed or iso.status
-                proven, bound = False, np.inf
+                    failed = failed or (None if helper else iso.status)
+                if not helper:
+                    proven, bound = False, np.inf
                 continue
             share_proven, found, share_bound, lines = iso.value
             for line in lines:
                 self.say("milp", tag + line)
-            proven &= share_proven
-            bound = max(bound, share_bound)
+            if not helper:
+                proven &= share_proven
+                bound = max(bound, share_bound)
             if found is not None:
                 hit = self.confirm(found[0], "milp")
                 if hit:

@@ -84,25 +84,27 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
              integer_input: bool, deadline: float, chain: list[Backend],
              check: Callable[[np.ndarray], object], stop=None, log: Callable[[str], None] = lambda m: None,
              use_cuts: bool = True, starts: np.ndarray | None = None, search: bool = True,
-             seed: int = 0) -> BoxResult:
+             seed: int = 0, prove: bool = True) -> BoxResult:
     """Decide the polytopes over one box (domain coordinates). ``check`` replays candidate input
     points (rows of an array) and returns its outcome (not None) for a confirmed witness.
 
     The proof model gets the first ``PROOF_SHARE`` of the time; once a polytope is left unproven
     the case cannot be proven, and the rest goes to :func:`neighbourhood_search` from ``starts``
-    (points in domain coordinates, e.g. the falsifier's best) and the proof model's incumbents."""
+    (points in domain coordinates, e.g. the falsifier's best) and the proof model's incumbents.
+    With ``prove=False`` (a helper on a core another share left free) only the search runs."""
     bounds, relaxations = refined_bounds(graph, lower[None].astype(np.float64), upper[None].astype(np.float64))
-    cuts = difference_cuts(graph, bounds, relaxations) if use_cuts else []
-    proof = encode(graph, bounds, PROOF, integer_input, cuts)
+    if prove:
+        cuts = difference_cuts(graph, bounds, relaxations) if use_cuts else []
+        proof = encode(graph, bounds, PROOF, integer_input, cuts)
     y_lo = np.concatenate([bounds[o][0].reshape(-1) for o in graph.outputs])
     y_hi = np.concatenate([bounds[o][1].reshape(-1) for o in graph.outputs])
-    result = BoxResult(proven=True, bound=-np.inf)
+    result = BoxResult(proven=prove, bound=-np.inf if prove else np.inf)
     now = time.monotonic()
     proof_until = now + PROOF_SHARE * (deadline - now) if search else deadline
     seeds = [np.asarray(starts, dtype=np.float64).reshape(-1, lower.size)] if starts is not None else []
     seeds.append(((lower + upper) / 2)[None])
-    unproven: list[int] = []
-    order = sorted(range(len(polytopes)), key=lambda i: -_optimism(polytopes[i], y_lo, y_hi))
+    unproven: list[int] = [] if prove else list(range(len(polytopes)))
+    order = sorted(range(len(polytopes)), key=lambda i: -_optimism(polytopes[i], y_lo, y_hi)) if prove else []
     for i in order:
         p = polytopes[i]
         left = proof_until - time.monotonic()
