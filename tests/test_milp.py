@@ -125,6 +125,21 @@ def test_milp_verdicts_match_enumeration(tmp_path, family, variant):
     assert undecided <= 0.05 * total
 
 
+def test_unreached_polytope_keeps_a_certified_bound(tmp_path):
+    """A polytope the proof share never reaches still bounds the slack (interval bound): finite
+    and above the enumerated maximum, so a timeout reports a certified bound, not inf."""
+    rng = np.random.default_rng(7)
+    for seed in range(2):
+        path, step = _fixed_point_twin(tmp_path / f"t{seed}.onnx", seed, 4)
+        for lower, upper, o, sign, top in _ground_truth_cases(path, step, rng, n_boxes=2):
+            eps = top + 0.01
+            spec = tmp_path / "s.vnnlib"
+            spec.write_text(_spec_text(lower, upper, o, sign, eps, 2))
+            verdict, res = _milp_verdict(load_instance(str(spec), path), deadline_s=0.0)
+            assert verdict == "open" and not res.solves  # no time: nothing solved
+            assert np.isfinite(res.bound) and res.bound >= top - eps - 1e-9, (res.bound, top - eps)
+
+
 def _tiny_model(rng, n=8):
     m = MilpModel()
     x = m.add_vars(np.full(n, -3.0), np.full(n, 3.0), integer=True)

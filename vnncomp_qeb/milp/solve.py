@@ -104,12 +104,15 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
     seeds = [np.asarray(starts, dtype=np.float64).reshape(-1, lower.size)] if starts is not None else []
     seeds.append(((lower + upper) / 2)[None])
     unproven: list[int] = [] if prove else list(range(len(polytopes)))
-    order = sorted(range(len(polytopes)), key=lambda i: -_optimism(polytopes[i], y_lo, y_hi)) if prove else []
+    # most likely hit first: its witness ends the case; a polytope the proof share does not reach
+    # keeps the interval bound, so a timeout still reports a certified (if loose) bound
+    order = sorted(range(len(polytopes)), key=lambda i: -_interval_slack_bound(polytopes[i], y_lo, y_hi)) if prove else []
     for i in order:
         p = polytopes[i]
         left = proof_until - time.monotonic()
         if left <= 0:
-            result.proven, result.bound = False, np.inf
+            result.proven = False
+            result.bound = max(result.bound, _interval_slack_bound(p, y_lo, y_hi))
             unproven.append(i)
             continue
         model, s_col, tol = _with_objective(proof, p, y_lo, y_hi)
@@ -121,7 +124,7 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
         if r.status == INFEASIBLE or r.bound < -tol:
             continue
         result.proven = False
-        result.bound = max(result.bound, r.bound)
+        result.bound = max(result.bound, min(r.bound, _interval_slack_bound(p, y_lo, y_hi)))
         unproven.append(i)
         if r.x is not None:
             seeds.insert(0, r.x[proof.inputs][None])
@@ -139,7 +142,7 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
     return result
 
 
-def _optimism(p: Polytope, y_lo: np.ndarray, y_hi: np.ndarray) -> float:
-    """Upper bound of the polytope's slack from output intervals (larger: more likely hit)."""
+def _interval_slack_bound(p: Polytope, y_lo: np.ndarray, y_hi: np.ndarray) -> float:
+    """Sound upper bound of the polytope's slack from the output intervals (larger: more likely hit)."""
     row_lo = y_lo @ np.maximum(p.A, 0).T + y_hi @ np.minimum(p.A, 0).T
     return float(np.min(p.b - row_lo)) if p.A.shape[0] else np.inf
