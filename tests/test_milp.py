@@ -23,7 +23,7 @@ from vnncomp_qeb.io.replay import replay
 from vnncomp_qeb.io.vnnlib_writer import error_bound_v1
 from vnncomp_qeb.isolate import CANCELLED, CRASHED, OK, OUT_OF_MEMORY, OUT_OF_TIME, run_isolated, run_isolated_all
 from vnncomp_qeb.milp.backends import (INTERRUPTED, OPTIMAL, GurobiBackend, HighsBackend, ScipBackend,
-                                       backend_chain, solve_with_fallback)
+                                       backend_chain, bound_stalled, solve_with_fallback)
 import vnncomp_qeb.milp.encode as encode_module
 from vnncomp_qeb.milp.encode import PROOF, WITNESS, encode
 from vnncomp_qeb.milp.model import MilpModel
@@ -194,6 +194,20 @@ def test_partial_start_and_restricted_columns():
             continue  # no usable licence here
         assert r.status == OPTIMAL and abs(r.objective - best) < 1e-9, backend.name
         assert np.allclose(r.x[x[:2]], [1.0, -1.0]), backend.name
+
+
+def test_bound_stall_rule():
+    """A proof gives up only when even 3× its recent fall cannot reach the target in time."""
+    flat = [(t / 10, 0.9 - 0.0005 * t) for t in range(5, 61)]  # MNIST P1 Q4: 0.915 → 0.888 in 8 s
+    assert bound_stalled(flat, -1e-6, 24.0)
+    assert not bound_stalled(flat[:-5], -1e-6, 24.0)  # 5.5 s < a quarter of the limit
+    assert not bound_stalled(flat, -1e-6, 100.0)  # 6 s is under a quarter of a 100 s limit
+    falling = [(t / 10, 1.0 - 0.01 * t) for t in range(0, 61)]  # 0.1 per second: reaches 0 in time
+    assert not bound_stalled(falling, -1e-6, 24.0)
+    late = [(5.0, 0.9), (6.0, 0.9)]  # the bound only just appeared: not judged
+    assert not bound_stalled(late, -1e-6, 24.0)
+    assert not bound_stalled([(3.0, -0.5), (6.0, -0.5)], -1e-6, 24.0)  # already below the target
+    assert not bound_stalled([], -1e-6, 24.0)
 
 
 def test_interrupt_from_another_thread():

@@ -2,12 +2,15 @@
 
 ``solve`` maximises the model's objective within a time limit and stops early once the answer
 is known: the dual bound fell below ``stop_below`` (the property is proven on this model) or an
-incumbent reached ``stop_above`` (a candidate witness). Another thread may interrupt a solve
-through ``stop`` (a :class:`threading.Event`).
+incumbent reached ``stop_above`` (a candidate witness), or (``give_up=True``, HiGHS) the dual
+bound has stalled: even three times its recent rate would not bring it below ``stop_below`` within
+the time limit (a proof that cannot finish hands its time to the witness search). Another thread
+may interrupt a solve through ``stop`` (a :class:`threading.Event`).
 """
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import threading
 import time
@@ -19,6 +22,7 @@ from vnncomp_qeb.milp.model import MilpModel
 
 OPTIMAL, INFEASIBLE, TIME_LIMIT, INTERRUPTED, ERROR = "optimal", "infeasible", "time_limit", "interrupted", "error"
 INT_TOL = 1e-9  # integrality tolerance asked of Gurobi (HiGHS and SCIP: feasibility 1e-7)
+STALL_MIN_S, STALL_SHARE, STALL_RATE = 4.0, 0.25, 3.0  # see :func:`bound_stalled`
 
 
 @dataclass
@@ -48,7 +52,7 @@ class Backend:
     def solve(self, model: MilpModel, time_limit: float, threads: int = 1,
               start: tuple[np.ndarray, np.ndarray] | None = None,
               stop: threading.Event | None = None, stop_below: float = -np.inf,
-              stop_above: float = np.inf) -> MilpResult:  # pragma: no cover - interface
+              stop_above: float = np.inf, give_up: bool = False) -> MilpResult:  # pragma: no cover - interface
         """``start``: values ``(columns, values)`` for some columns (the inputs of a candidate
         point); the solver completes them into its first incumbent when it can."""
         raise NotImplementedError
@@ -60,7 +64,8 @@ class HighsBackend(Backend):
     name = "highs"
     module = "highspy"
 
-    def solve(self, model, time_limit, threads=1, start=None, stop=None, stop_below=-np.inf, stop_above=np.inf):
+    def solve(self, model, time_limit, threads=1, start=None, stop=None, stop_below=-np.inf, stop_above=np.inf,
+              give_up=False):
         import highspy
 
         t0 = time.monotonic()
@@ -90,17 +95,23 @@ class HighsBackend(Backend):
             idx, val = _partial(start, lb, ub)
             h.setSolution(idx.size, idx.astype(np.int32), val)  # HiGHS completes a partial start
         decided = {"why": ""}
+        trace: list[tuple[float, float]] = []  # (seconds, dual bound) while finite
 
         def check(e):
             out = e.data_out
+            t = time.monotonic() - t0
+            if np.isfinite(out.mip_dual_bound):
+                trace.append((t, out.mip_dual_bound))
             if stop is not None and stop.is_set():
                 decided["why"] = "interrupted"
-            elif time.monotonic() - t0 > time_limit:  # HiGHS's own limit can be overrun
+            elif t > time_limit:  # HiGHS's own limit can be overrun
                 decided["why"] = "time"
             elif out.mip_dual_bound < stop_below:
                 decided["why"] = "bound"
             elif out.mip_primal_bound >= stop_above:
                 decided["why"] = "incumbent"
+            elif give_up and bound_stalled(trace, stop_below, time_limit):
+                decided["why"] = "stalled"
             if decided["why"]:
                 e.data_in.user_interrupt = True
 
@@ -138,7 +149,8 @@ class ScipBackend(Backend):
     name = "scip"
     module = "pyscipopt"
 
-    def solve(self, model, time_limit, threads=1, start=None, stop=None, stop_below=-np.inf, stop_above=np.inf):
+    def solve(self, model, time_limit, threads=1, start=None, stop=None, stop_below=-np.inf, stop_above=np.inf,
+              give_up=False):
         import pyscipopt
 
         t0 = time.monotonic()
@@ -193,7 +205,8 @@ class GurobiBackend(Backend):
     SIZE_LIMIT = 10010
     module = "gurobipy"
 
-    def solve(self, model, time_limit, threads=1, start=None, stop=None, stop_below=-np.inf, stop_above=np.inf):
+    def solve(self, model, time_limit, threads=1, start=None, stop=None, stop_below=-np.inf, stop_above=np.inf,
+              give_up=False):
         import gurobipy as gp
 
         t0 = time.monotonic()
@@ -237,6 +250,21 @@ class GurobiBackend(Backend):
         bound = m.ObjBound if integer.any() else (m.ObjVal if has else np.inf)
         return MilpResult(kind, float(bound), m.ObjVal if has else None, x.X.copy() if has else None,
                           seconds, self.name)
+
+
+def bound_stalled(trace: list[tuple[float, float]], target: float, time_limit: float) -> bool:
+    """Whether a dual bound trace ``(seconds, bound)`` cannot reach ``target`` by ``time_limit``:
+    past ``STALL_MIN_S`` and ``STALL_SHARE`` of the limit, ``STALL_RATE`` times the bound's fall over
+    the second half of the time so far, kept up to the limit, still leaves it above ``target``.
+    Needs a finite bound at half the time (a bound that only just appeared is not judged)."""
+    if not trace:
+        return False
+    t, now = trace[-1]
+    if t < max(STALL_MIN_S, STALL_SHARE * time_limit) or now < target or trace[0][0] > t / 2:
+        return False
+    then = trace[bisect.bisect_right(trace, t / 2, key=lambda sb: sb[0]) - 1][1]
+    reach = STALL_RATE * max(then - now, 0.0) / (t / 2) * max(time_limit - t, 0.0)
+    return now - reach > target
 
 
 class _Watcher:

@@ -88,8 +88,9 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
     """Decide the polytopes over one box (domain coordinates). ``check`` replays candidate input
     points (rows of an array) and returns its outcome (not None) for a confirmed witness.
 
-    The proof model gets the first ``PROOF_SHARE`` of the time; once a polytope is left unproven
-    the case cannot be proven, and the rest goes to :func:`neighbourhood_search` from ``starts``
+    The proof model gets the first ``PROOF_SHARE`` of the time (less where its dual bound stalls,
+    :func:`~vnncomp_qeb.milp.backends.bound_stalled`); once a polytope is left unproven the case
+    cannot be proven, and the rest goes to :func:`neighbourhood_search` from ``starts``
     (points in domain coordinates, e.g. the falsifier's best) and the proof model's incumbents.
     With ``prove=False`` (a helper on a core another share left free) only the search runs."""
     bounds, relaxations = refined_bounds(graph, lower[None].astype(np.float64), upper[None].astype(np.float64))
@@ -116,9 +117,10 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
             unproven.append(i)
             continue
         model, s_col, tol = _with_objective(proof, p, y_lo, y_hi)
-        r = solve_with_fallback(chain, model, left, stop=stop, stop_below=-tol)
+        # a stalled proof gives up its time to the witness search (when there is one)
+        r = solve_with_fallback(chain, model, left, stop=stop, stop_below=-tol, give_up=search)
         result.solves.append(r)
-        log(f"milp proof polytope {i}: {r.status} bound {r.bound:.6g} best "
+        log(f"milp proof polytope {i}: {r.status}{' (stalled)' if r.message == 'stalled' else ''} bound {r.bound:.6g} best "
             f"{r.objective if r.objective is None else f'{r.objective:.6g}'} ({r.seconds:.2f}s, {r.backend}, "
             f"{proof.model.n_vars} cols, {proof.n_binaries} binaries, {proof.n_stair_cuts} staircase cuts)")
         if r.status == INFEASIBLE or r.bound < -tol:
