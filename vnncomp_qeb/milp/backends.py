@@ -100,7 +100,7 @@ class HighsBackend(Backend):
         def check(e):
             out = e.data_out
             t = time.monotonic() - t0
-            if np.isfinite(out.mip_dual_bound):
+            if give_up and np.isfinite(out.mip_dual_bound):  # only the stall rule reads it
                 trace.append((t, out.mip_dual_bound))
             if stop is not None and stop.is_set():
                 decided["why"] = "interrupted"

@@ -69,9 +69,8 @@ def _with_objective(enc: Encoding, p: Polytope, y_lo: np.ndarray, y_hi: np.ndarr
     m = enc.model.copy()
     y = enc.outputs
     A = p.A
-    row_lo = y_lo @ np.maximum(A, 0).T + y_hi @ np.minimum(A, 0).T
     row_hi = y_hi @ np.maximum(A, 0).T + y_lo @ np.minimum(A, 0).T
-    s = m.add_vars(np.array([np.min(p.b - row_hi)]), np.array([np.min(p.b - row_lo)]))
+    s = m.add_vars(np.array([np.min(p.b - row_hi)]), np.array([_interval_slack_bound(p, y_lo, y_hi)]))
     k = A.shape[0]
     cols = np.concatenate([np.full((k, 1), s[0]), np.tile(y, (k, 1))], axis=1)
     m.add_rows(cols, np.concatenate([np.ones((k, 1)), A], axis=1), -np.inf, p.b)
@@ -107,13 +106,14 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
     unproven: list[int] = [] if prove else list(range(len(polytopes)))
     # most likely hit first: its witness ends the case; a polytope the proof share does not reach
     # keeps the interval bound, so a timeout still reports a certified (if loose) bound
-    order = sorted(range(len(polytopes)), key=lambda i: -_interval_slack_bound(polytopes[i], y_lo, y_hi)) if prove else []
+    caps = [_interval_slack_bound(p, y_lo, y_hi) for p in polytopes]
+    order = sorted(range(len(polytopes)), key=lambda i: -caps[i]) if prove else []
     for i in order:
         p = polytopes[i]
         left = proof_until - time.monotonic()
         if left <= 0:
             result.proven = False
-            result.bound = max(result.bound, _interval_slack_bound(p, y_lo, y_hi))
+            result.bound = max(result.bound, caps[i])
             unproven.append(i)
             continue
         model, s_col, tol = _with_objective(proof, p, y_lo, y_hi)
@@ -126,7 +126,7 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
         if r.status == INFEASIBLE or r.bound < -tol:
             continue
         result.proven = False
-        result.bound = max(result.bound, min(r.bound, _interval_slack_bound(p, y_lo, y_hi)))
+        result.bound = max(result.bound, min(r.bound, caps[i]))
         unproven.append(i)
         if r.x is not None:
             seeds.insert(0, r.x[proof.inputs][None])
