@@ -118,7 +118,7 @@ def cmd_bounds(args) -> int:
     inst = load_instance(args.spec, _networks(args))
     graph = normalise(inst.graph)
     modes = MODES if args.mode == "all" else (args.mode,)
-    for ci, case in enumerate(inst.spec.cases):
+    for ci, case in enumerate(inst.cases):
         print(f"case {ci}: box of {case.lower.size} inputs")
         for mode in modes:
             t0 = time.perf_counter()

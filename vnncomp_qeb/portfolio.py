@@ -136,7 +136,7 @@ class _Run:
         return Outcome(SAT, text, r, stage, f"witness margin {r.margin:.3g}")
 
     def falsify(self) -> Outcome | None:
-        for case in self.inst.spec.cases:
+        for case in self.inst.cases:
             points = box_points(case.lower, case.upper, SAMPLES, self.rng)
             found = self.try_points(case, points, "sampling")
             if found or self.out_of_time():
@@ -326,8 +326,8 @@ def verify(inst: Instance, timeout: float, seed: int = 0, log: Callable[[str], N
     """Decide the instance within ``timeout`` seconds (wall clock, from now)."""
     start = time.monotonic()
     run = _Run(inst, start + max(timeout, 0.0), seed, log, settings or Settings())
-    spec = inst.spec
-    if not spec.cases:
+    cases = inst.cases
+    if not cases:
         return Outcome(UNSAT, stage="spec", message="the unsafe set is empty")
 
     found = run.falsify()
@@ -340,9 +340,9 @@ def verify(inst: Instance, timeout: float, seed: int = 0, log: Callable[[str], N
 
     result: Outcome | None = None
     undecided: Outcome | None = None  # a case that ended unknown: never unsat after it
-    for i, case in enumerate(spec.cases):
+    for i, case in enumerate(cases):
         outcome = run.prove_case(case)
-        run.say(f"case {i + 1}/{len(spec.cases)}", outcome.verdict if outcome else "proven safe")
+        run.say(f"case {i + 1}/{len(cases)}", outcome.verdict if outcome else "proven safe")
         if outcome is None:
             continue
         if outcome.verdict == UNKNOWN:

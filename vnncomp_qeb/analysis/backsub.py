@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vnncomp_qeb.analysis.interval import TINY, unit
+from vnncomp_qeb.analysis.interval import TINY, dot_error, elementwise_error
 from vnncomp_qeb.analysis.relax import NONLINEAR, relax
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
@@ -30,8 +30,8 @@ def _flat(x: np.ndarray) -> np.ndarray:
 def affine_error(op: ops.Affine, bounds: Bounds) -> np.ndarray:
     """Bound (B, out) on the rounding error of evaluating ``op`` (γ_n with n + 2 terms)."""
     mag_in = _mag(bounds, op.inputs[0])
-    err = (op.W.shape[0] + 2) * unit(op) * (mag_in @ np.abs(op.W) + (0 if op.b is None else np.abs(op.b)))
-    return err + TINY * (op.W.shape[0] + 2)
+    return dot_error(op, op.W.shape[0], mag_in @ np.abs(op.W) + (0 if op.b is None else np.abs(op.b)),
+                     _mag(bounds, op.output))
 
 
 def _mag(bounds: Bounds, name: str) -> np.ndarray:
@@ -169,7 +169,7 @@ def _back(graph: Graph, op: ops.Op, L: np.ndarray, bounds: Bounds, relaxations: 
         return [(op.inputs[0], Lp)]
     # linear elementwise and structural ops: float32 error of arithmetic ones as a constant
     if isinstance(op, (ops.AddConst, ops.MulConst, ops.Add, ops.Sub)):
-        const -= rowdot(np.abs(L), unit(op) * _mag(bounds, op.output) + TINY)
+        const -= rowdot(np.abs(L), elementwise_error(op, _mag(bounds, op.output)))
     shape = graph.shapes[op.output]
     if isinstance(op, ops.AddConst):
         const += L @ np.broadcast_to(op.c, shape).reshape(-1)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, affine_error, exact_by_intervals, linear_bounds, rowdot
-from vnncomp_qeb.analysis.interval import UNIT, propagate_op, rounding_band, unit
+from vnncomp_qeb.analysis.interval import TINY_OF, UNIT, propagate_op, rounding_band, unit
 from vnncomp_qeb.analysis.relax import clamp_params
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
@@ -48,22 +48,16 @@ class DiffActivation(ops.Op):
 
 
 @dataclass(eq=False)
-class Float32Noise(ops.Op):
-    """``Δz + e`` where ``|e|`` bounds the float32 error of computing the paired affine layers
-    (and the final subtraction) separately, as onnxruntime does. Analysis only."""
+class _Noise(ops.Op):
+    """``v + e`` with ``|e| ≤ error(bounds)`` (flat, batched). Analysis only."""
 
-    layers: tuple = ()
-    sub_precision: str = "float32"
-    kind = "Float32Noise"
     adds_error_only = True
 
     def forward(self, x):
         return x
 
-    def error(self, bounds: Bounds) -> np.ndarray:
-        err = sum(affine_error(a, bounds) for a in self.layers)
-        mag = np.maximum(np.abs(bounds[self.inputs[0]][0]), np.abs(bounds[self.inputs[0]][1]))
-        return err + UNIT[self.sub_precision] * mag.reshape(mag.shape[0], -1)  # the subtraction
+    def error(self, bounds: Bounds) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def back_substitute(self, L, bounds, const):
         const -= rowdot(np.abs(L), self.error(bounds))
@@ -73,6 +67,37 @@ class Float32Noise(ops.Op):
         lo, hi = bounds[self.inputs[0]]
         err = self.error(bounds).reshape(lo.shape)
         return lo - err, hi + err
+
+
+@dataclass(eq=False)
+class Float32Noise(_Noise):
+    """``Δz + e`` where ``|e|`` bounds the float error of computing the paired affine layers
+    (and the final subtraction) separately, as onnxruntime does."""
+
+    layers: tuple = ()
+    sub_precision: str = "float32"
+    kind = "Float32Noise"
+
+    def error(self, bounds: Bounds) -> np.ndarray:
+        err = sum(affine_error(a, bounds) for a in self.layers)
+        mag = np.maximum(np.abs(bounds[self.inputs[0]][0]), np.abs(bounds[self.inputs[0]][1]))
+        # the subtraction
+        return err + UNIT[self.sub_precision] * mag.reshape(mag.shape[0], -1) + TINY_OF[self.sub_precision]
+
+
+@dataclass(eq=False)
+class CastNoise(_Noise):
+    """``v + e`` with ``|e|`` bounding ``x − cast(x)`` for the cast's input ``x``: the difference a
+    cast in one branch makes (Q's input cast to float16 where N reads ``x`` as it is — then ``v``
+    is 0 —, or a float16 output rounded by the file)."""
+
+    cast: ops.Op = None
+    kind = "CastNoise"
+
+    def error(self, bounds: Bounds) -> np.ndarray:
+        lo, hi = bounds[self.cast.inputs[0]]
+        mag = np.maximum(np.abs(lo), np.abs(hi)).reshape(lo.shape[0], -1)
+        return self.cast.error(mag)
 
 
 def _clamp_form(op: ops.Op | None, lo: np.ndarray, hi: np.ndarray):
@@ -177,9 +202,15 @@ def _layers(twin: Twin):
     that read the same tensor; Q may quantize its input and its output where N does not."""
     q_ops = list(twin.quant_ops)
     q_input = None
-    if q_ops and isinstance(q_ops[0], ops.FakeQuant) and len(q_ops) > 1 and q_ops[1].inputs[0] == q_ops[0].output:
+    if (q_ops and isinstance(q_ops[0], (ops.FakeQuant, ops.CastFloat)) and len(q_ops) > 1
+            and q_ops[1].inputs[0] == q_ops[0].output):
         q_input, q_ops = q_ops[0], q_ops[1:]
-    n_layers, q_layers = _stack(twin.float_ops), _stack(q_ops)
+    f_ops = list(twin.float_ops)
+    out_casts = []  # a branch whose output the file rounds to a narrower type (float16 outputs)
+    for branch in (f_ops, q_ops):
+        if len(branch) > 1 and isinstance(branch[-1], ops.CastFloat) and branch[-1].inputs[0] == branch[-2].output:
+            out_casts.append(branch.pop())
+    n_layers, q_layers = _stack(f_ops), _stack(q_ops)
     if not n_layers or not q_layers or len(n_layers) != len(q_layers) or n_layers[-1][1] is not None:
         return None
     for k, ((fa, f_act), (qa, q_act)) in enumerate(zip(n_layers, q_layers)):
@@ -192,23 +223,26 @@ def _layers(twin: Twin):
     for k in range(1, len(n_layers)):  # each layer reads the previous activation
         if n_layers[k][0].inputs[0] != n_layers[k - 1][1].output or q_layers[k][0].inputs[0] != q_layers[k - 1][1].output:
             return None
-    return q_input, n_layers, q_layers
+    return q_input, n_layers, q_layers, out_casts
 
 
 class DifferenceGraph:
     """The difference graph of a layered twin: the float branch plus Δz / δ per layer."""
 
     def __init__(self, graph: Graph, twin: Twin, layers):
-        q_input, n_layers, q_layers = layers
+        q_input, n_layers, q_layers, out_casts = layers
         self.twin = twin
         new_ops: list[ops.Op] = list(twin.shared_ops)
         shapes = dict(graph.shapes)
         delta = None
-        if q_input is not None:  # δ0 = x − fq(x): Q quantizes the input N reads as it is
+        if q_input is not None:  # δ0 = x − fq(x): Q quantizes (or casts) the input N reads as it is
             x = q_input.inputs[0]
             zero = ops.MulConst((x,), "Δz_in", c=np.float64(0.0), precision="float64")
-            act = DiffActivation((zero.output,), "δ_in", act=None, qact=q_input, z=x, a=x, zq=x,
-                                 aq=q_input.output)
+            if isinstance(q_input, ops.CastFloat):
+                act = CastNoise((zero.output,), "δ_in", cast=q_input)
+            else:
+                act = DiffActivation((zero.output,), "δ_in", act=None, qact=q_input, z=x, a=x, zq=x,
+                                     aq=q_input.output)
             shapes[zero.output] = shapes[act.output] = shapes[x]
             new_ops += [zero, act]
             delta = act.output
@@ -240,6 +274,11 @@ class DifferenceGraph:
                 shapes[act.output] = shapes[fa.output]
                 new_ops.append(act)
                 delta = dz = act.output
+        for k, cast in enumerate(out_casts):  # N − cast(Q) = (N − Q) + (Q − cast(Q)), and so for N
+            noise = CastNoise((dz,), f"δ_out{k}", cast=cast)
+            shapes[noise.output] = shapes[dz]
+            new_ops.append(noise)
+            dz = noise.output
         self.output = dz
         self.graph = Graph(graph.input_name, graph.input_shape, new_ops, [self.output], shapes=shapes, name="Δ")
 
@@ -301,7 +340,7 @@ class DifferenceAnalysis:
                 dlo, dhi = (v.reshape(v.shape[0], -1) for v in local[dz])
                 local[op.output] = ((np.minimum(aL * dlo, aL * dhi) + bL).reshape(shape),
                                     (np.maximum(aU * dlo, aU * dhi) + bU).reshape(shape))
-            elif isinstance(op, Float32Noise):
+            elif isinstance(op, _Noise):
                 local[op.output] = op.propagate(local)
             else:
                 local[op.output] = propagate_op(op, [local[n] for n in op.inputs])

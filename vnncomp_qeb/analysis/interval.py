@@ -12,25 +12,41 @@ from __future__ import annotations
 
 import numpy as np
 
+from vnncomp_qeb import numerics
 from vnncomp_qeb.ir import ops
+from vnncomp_qeb.numerics import TINY, TINY_OF, UNIT  # noqa: F401  (re-exported)
 from vnncomp_qeb.ir.graph import Graph
 
-# relative error per operation: twice the unit roundoff of the type the op is computed in
-# (the factor two also covers our own float64 arithmetic)
-UNIT = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 U = UNIT["float32"]
-TINY = 1e-30  # absolute floor: covers underflow to subnormals
 ROUND_ABS = 1e-4  # in units of the integer grid: widened ties
 
 
 def unit(op: ops.Op) -> float:
-    """Relative rounding error of one arithmetic step of ``op``."""
+    """Relative rounding error of one arithmetic step of ``op`` (result stored in its type)."""
     return UNIT[op.precision]
+
+
+def tiny(op: ops.Op) -> float:
+    """Absolute rounding error near zero (subnormal spacing) of one result of ``op``."""
+    return TINY_OF[op.precision]
 
 
 def round_rel(op: ops.Op) -> float:
     """Relative error of the value an op rounds (a few steps of arithmetic before it)."""
     return 4 * UNIT[op.precision]
+
+
+def dot_error(op: ops.Op, n_terms: int, mag, out_mag) -> np.ndarray:
+    """Float error of an op's ``n_terms``-term dot product: :func:`vnncomp_qeb.numerics.dot_error`."""
+    return numerics.dot_error(op.precision, n_terms, mag, out_mag)
+
+
+def elementwise_error(op: ops.Op, mag) -> np.ndarray:
+    """Float error of one elementwise arithmetic step of ``op`` whose result is at most ``mag``
+    in magnitude (a cast: one rounding to its type)."""
+    if isinstance(op, ops.CastFloat):
+        return op.error(mag)
+    return unit(op) * np.asarray(mag) + tiny(op)
 
 
 # round(t) − t ∈ [−h_lo, h_hi] for each rounding mode (ties either way)
@@ -69,7 +85,6 @@ def _mag(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def _affine(op: ops.Affine, lo, hi):
-    u = unit(op)
     c = (lo + hi) / 2
     r = (hi - lo) / 2
     absW = np.abs(op.W)
@@ -79,16 +94,14 @@ def _affine(op: ops.Affine, lo, hi):
     if op.b is not None:
         yc = yc + op.b
         mag = mag + np.abs(op.b)
-    n = op.W.shape[0] + 2
-    err = n * u * mag + TINY * n
-    return _widen(yc - yr, yc + yr, err)
+    return _widen(yc - yr, yc + yr, dot_error(op, op.W.shape[0], mag, _mag(yc - yr, yc + yr)))
 
 
 def _scale(op: ops.MulConst, lo, hi):
     a = lo / op.c if op.divide else lo * op.c
     b = hi / op.c if op.divide else hi * op.c
     out_lo, out_hi = np.minimum(a, b), np.maximum(a, b)
-    return _widen(out_lo, out_hi, unit(op) * _mag(out_lo, out_hi) + TINY)
+    return _widen(out_lo, out_hi, unit(op) * _mag(out_lo, out_hi) + tiny(op))
 
 
 def _round_interval(op: ops.Op, lo, hi):
@@ -116,13 +129,16 @@ def propagate_op(op: ops.Op, bounds: list[tuple[np.ndarray, np.ndarray]]) -> tup
     if isinstance(op, ops.AddConst):
         lo, hi = bounds[0]
         lo, hi = lo + op.c, hi + op.c
-        return _widen(lo, hi, unit(op) * _mag(lo, hi) + TINY)
+        return _widen(lo, hi, unit(op) * _mag(lo, hi) + tiny(op))
+    if isinstance(op, ops.CastFloat):  # monotone rounding, or none where onnxruntime elides it
+        lo, hi = bounds[0]
+        return np.minimum(lo, op.forward(lo)), np.maximum(hi, op.forward(hi))
     if isinstance(op, ops.MulConst):
         return _scale(op, *bounds[0])
     if isinstance(op, (ops.Add, ops.Sub)):
         (alo, ahi), (blo, bhi) = bounds
         lo, hi = (alo + blo, ahi + bhi) if isinstance(op, ops.Add) else (alo - bhi, ahi - blo)
-        return _widen(lo, hi, unit(op) * _mag(lo, hi) + TINY)
+        return _widen(lo, hi, unit(op) * _mag(lo, hi) + tiny(op))
     if isinstance(op, ops.FakeQuant):
         return _fake_quant(op, *bounds[0])
     if isinstance(op, ops.Round):

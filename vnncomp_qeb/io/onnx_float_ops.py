@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, INT_RANGES, LoadContext, QTag, attr, handles
+from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, INT_RANGES, PRECISION_OF, LoadContext, QTag, attr, handles
 from vnncomp_qeb.ir import ops
 
 
@@ -89,6 +89,9 @@ def _clip(ctx, node):
         lo = float(ctx.const(node.input[1]))
     if len(node.input) > 2 and node.input[2]:
         hi = float(ctx.const(node.input[2]))
+    if lo == -np.inf and hi == np.inf:  # the identity (twins use it to keep a float16 rounding)
+        ctx.bind(node.output[0], ctx.var(node.input[0]))
+        return
     ctx.emit(ops.Clip((ctx.var(node.input[0]),), ctx.out_name(), lo=float(lo), hi=float(hi)))
 
 
@@ -143,7 +146,7 @@ def _cast(ctx, node):
     tag = ctx.tags.get(node.input[0])
     if to in FLOAT_TYPES:
         if tag is None:
-            ctx.bind(node.output[0], x)
+            cast_float(ctx, x, PRECISION_OF[to], node.output[0], ctx.types.get(node.input[0]))
             return
         # integer code q = r/s + z of a quantized tensor becomes a float value
         ctx.bind(node.output[0], integer_code(ctx, x, tag, node.output[0]))
@@ -158,6 +161,25 @@ def _cast(ctx, node):
     # float → int truncates toward zero (out-of-range values are undefined in ONNX)
     ctx.emit(ops.Round((x,), ctx.out_name(), mode="toward_zero"),
              tag=QTag(np.float64(1.0), np.float64(0.0), float(lo), float(hi)))
+
+
+def cast_float(ctx: LoadContext, x: str, target: str, out: str, from_type: int | None = None) -> str:
+    """Bind ``out`` to ``x`` cast to the float type ``target``: the same tensor when the cast
+    widens (exact), else a :class:`~vnncomp_qeb.ir.ops.CastFloat` that rounds (an unknown source
+    type counts as wider: rounding an already representable value changes nothing)."""
+    source = PRECISION_OF.get(from_type, "float64")
+    if ops.PRECISIONS.index(target) <= ops.PRECISIONS.index(source):
+        ctx.bind(out, x)
+        return x
+    saved, ctx.precision = ctx.precision, target
+    try:
+        own = ctx.node is not None and out in ctx.node.output  # a Cast node's output keeps its name
+        name = ctx.emit(ops.CastFloat((x,), out if own else ctx.fresh(out),
+                                      source=ctx.where() or f"cast of {out} to {target}"))
+    finally:
+        ctx.precision = saved
+    ctx.bind(out, name)
+    return name
 
 
 def integer_code(ctx: LoadContext, x: str, tag: QTag, out: str) -> str:

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 from vnncomp_qeb.errors import ModelError
 from vnncomp_qeb.io import onnx_float_ops, onnx_quant_ops  # noqa: F401  (register handlers)
-from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, HANDLERS, LoadContext, attr
+from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, HANDLERS, PRECISION_OF, LoadContext, attr
 from vnncomp_qeb.io.onnx_quant_ops import dequantize_const
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
@@ -22,7 +22,12 @@ _FOLDABLE = {"Constant", "Cast", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
 
 
 def read_model(path: str) -> onnx.ModelProto:
-    """Read an ONNX model from ``path`` (``.gz`` compressed or not), with clear errors."""
+    """Read an ONNX model from ``path`` (``.gz`` compressed or not), with clear errors.
+
+    Tensors stored as external data are read from files beside the model (relative to the
+    model's own folder, never the working directory), and kept in the returned model."""
+    if os.path.isdir(path):
+        raise ModelError("is a folder, not an ONNX file", path=path)
     if not os.path.isfile(path):
         raise ModelError("file not found", path=path)
     try:
@@ -39,7 +44,23 @@ def read_model(path: str) -> onnx.ModelProto:
         raise ModelError(f"not a valid ONNX model ({type(exc).__name__}: {exc})", path=path) from exc
     if not model.graph.node:
         raise ModelError("not a valid ONNX model (the graph has no nodes)", path=path)
+    _load_external_data(model, path)
     return model
+
+
+def _load_external_data(model: onnx.ModelProto, path: str) -> None:
+    """Fill in tensors stored outside the file, from the model's own folder."""
+    from onnx import external_data_helper
+
+    if not any(external_data_helper.uses_external_data(t)
+               for t in external_data_helper._get_all_tensors(model)):
+        return
+    base = os.path.dirname(os.path.abspath(path))
+    try:
+        external_data_helper.load_external_data_for_model(model, base)
+    except Exception as exc:
+        raise ModelError(f"cannot read its external data from {base} ({type(exc).__name__}: {exc})",
+                         path=path) from exc
 
 
 def load_onnx(path: str, name: str | None = None) -> Graph:
@@ -53,11 +74,19 @@ def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | No
     g = model.graph
     for init in g.initializer:
         ctx.constants[init.name] = numpy_helper.to_array(init)
+        value = ctx.constants[init.name]
+        if value.dtype.kind == "f" and np.isnan(value).any():
+            raise ModelError(f"initializer '{init.name}' holds {int(np.isnan(value).sum())} NaN value(s); "
+                             "a network with NaN weights has no meaningful error bound", path=path)
     for sparse in g.sparse_initializer:
         ctx.constants[sparse.values.name] = numpy_helper.to_array(sparse)
     input_name, input_shape = _graph_input(g, ctx, path)
     ctx.samples[input_name] = np.zeros((1,) + input_shape)
     _element_types(model, ctx)
+    in_type = next(i for i in g.input if i.name == input_name).type.tensor_type.elem_type
+    if PRECISION_OF[in_type] in ("float16", "bfloat16"):
+        # the real input reaches the model cast to its input type (as the replay feeds it)
+        onnx_float_ops.cast_float(ctx, input_name, PRECISION_OF[in_type], input_name)
 
     for node in g.node:
         ctx.node = node
@@ -74,6 +103,11 @@ def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | No
             raise ModelError(f"output '{out.name}' is not computed by any node", path=path)
         if out.name in ctx.tags:  # the file outputs integer codes, not real values
             ir_name = onnx_float_ops.integer_code(ctx, ir_name, ctx.tags[out.name], out.name)
+        out_type = PRECISION_OF.get(out.type.tensor_type.elem_type)
+        if out_type in ("float16", "bfloat16"):
+            # what the file returns is rounded to its output type (onnxruntime may compute the
+            # ops before it in float32 and round only here): the reference evaluator rounds too
+            ir_name = onnx_float_ops.cast_float(ctx, ir_name, out_type, out.name + "_out")
         outputs.append(ir_name)
     graph_ops = fuse_affine_bias(ctx.ops, outputs)
     return Graph(input_name, input_shape, graph_ops, outputs, name=name or os.path.basename(path))

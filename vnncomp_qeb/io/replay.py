@@ -6,14 +6,13 @@ check it against the box, run onnxruntime on CPU with default options and test t
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import onnx
 
 from vnncomp_qeb.io.instance import Instance
+from vnncomp_qeb.io.ort_session import session
 
 _NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
              onnx.TensorProto.FLOAT16: np.float16}
@@ -30,24 +29,9 @@ class Replay:
     case: int = -1
 
 
-@lru_cache(maxsize=16)
-def _session(path: str):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if path.endswith(".gz"):
-        with gzip.open(path, "rb") as f:
-            data = f.read()
-        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    else:
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    return sess
-
-
 def model_input(path: str) -> tuple[str, list[int], type]:
     """Name, shape (batch 1) and numpy dtype of the model's one real input."""
-    sess = _session(path)
+    sess = session(path)
     inp = sess.get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
     dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64,
@@ -59,7 +43,7 @@ def run_onnx(path: str, x_flat: np.ndarray) -> np.ndarray:
     """All outputs of the model at ``path`` on one flat input, flattened and concatenated."""
     name, shape, dtype = model_input(path)
     feed = {name: np.asarray(x_flat, dtype=dtype).reshape(shape)}
-    outs = _session(path).run(None, feed)
+    outs = session(path).run(None, feed)
     return np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outs])
 
 

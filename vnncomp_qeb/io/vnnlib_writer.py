@@ -41,7 +41,9 @@ def error_bound_v2(lower, upper, eps: float, outputs: list[int], input_shape: li
         f"(declare-network {float_name}",
         f"  (declare-input X float32 [{ishape}])",
         f"  (declare-output Y float32 [{oshape}]))",
-        f"(declare-network {quant_name} (equal-to {float_name})",
+        # a separate declaration: Q is another graph, neither equal-to N (the same network) nor
+        # isomorphic-to it (the same graph at another element type) in the standard's sense
+        f"(declare-network {quant_name}",
         f"  (declare-input XQ float32 [{ishape}])",
         f"  (declare-output YQ float32 [{oshape}]))",
     ]

@@ -25,3 +25,43 @@ def compose(parts: list[tuple[str, Graph, np.ndarray]], n_inputs: int, input_nam
             all_ops.append(replace(op, inputs=tuple(rename[n] for n in op.inputs), output=rename[op.output]))
         outputs.extend(rename[o] for o in g.outputs)
     return Graph(input_name, (n_inputs,), all_ops, outputs, name="+".join(p for p, _, _ in parts))
+
+
+def twin_graph(n: Graph, q: Graph, index: np.ndarray, n_inputs: int, input_name: str = "x") -> Graph:
+    """The difference graph ``N(x) − Q(x)`` of two networks reading the same elements ``index``
+    of the joint input: both branches read one shared tensor, so twin detection pairs them. The
+    subtraction is exact (float64): the property compares the two files' outputs as numbers."""
+    all_ops: list[ops.Op] = []
+    source = input_name
+    if not (index.size == n_inputs and np.array_equal(index, np.arange(n_inputs))):
+        source = "x/input"
+        all_ops.append(ops.Gather((input_name,), source, indices=np.asarray(index), shape=(index.size,),
+                                  source="tied input"))
+    outs = []
+    shaped: dict[tuple, str] = {(index.size,): source}  # one tensor per input shape, shared
+    for prefix, g in (("N", n), ("Q", q)):
+        shape = tuple(g.input_shape)
+        if shape not in shaped:
+            shaped[shape] = f"x/{'x'.join(map(str, shape))}"
+            all_ops.append(ops.Reshape((source,), shaped[shape], shape=shape, source="input shape",
+                                       precision="float64"))
+        rename = {g.input_name: shaped[shape]}
+        for op in g.ops:
+            rename[op.output] = f"{prefix}/{op.output}"
+            all_ops.append(replace(op, inputs=tuple(rename[i] for i in op.inputs), output=rename[op.output]))
+        flat = [rename[o] for o in g.outputs]
+        if len(flat) != 1 or tuple(g.shapes[g.outputs[0]]) != (g.output_size,):
+            reshaped = []
+            for o, name in zip(g.outputs, flat):
+                r = ops.Reshape((name,), name + "/flat", shape=(int(np.prod(g.shapes[o], dtype=np.int64)),),
+                                precision="float64")
+                all_ops.append(r)
+                reshaped.append(r.output)
+            if len(reshaped) > 1:
+                all_ops.append(ops.Concat(tuple(reshaped), f"{prefix}/outputs", axis=1, precision="float64"))
+                flat = [f"{prefix}/outputs"]
+            else:
+                flat = reshaped
+        outs.append(flat[0])
+    all_ops.append(ops.Sub((outs[0], outs[1]), "N-Q", source="property: Y − YQ", precision="float64"))
+    return Graph(input_name, (n_inputs,), all_ops, ["N-Q"], name=f"{n.name}−{q.name}")

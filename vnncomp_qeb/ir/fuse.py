@@ -16,7 +16,7 @@ from vnncomp_qeb.ir.graph import Graph
 
 def _factor(op: ops.Op) -> np.ndarray | None:
     """The multiplier of a MulConst (x*c or x/c), as an array, or None."""
-    if not isinstance(op, ops.MulConst):
+    if not isinstance(op, ops.MulConst) or isinstance(op, ops.CastFloat):  # a cast rounds: keep it
         return None
     c = np.asarray(op.c, dtype=np.float64)
     return 1.0 / c if op.divide else c

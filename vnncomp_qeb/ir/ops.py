@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vnncomp_qeb import numerics
+
 ROUNDING_MODES = ("half_even", "half_up", "half_away", "floor", "ceil", "toward_zero")
 
 
@@ -95,6 +97,52 @@ class MulConst(Op):
 
     def describe(self):
         return ("/" if self.divide else "*") + f"c{list(np.shape(self.c))}"
+
+
+def to_precision(x: np.ndarray, precision: str) -> np.ndarray:
+    """``x`` rounded to the floating-point type ``precision`` (nearest, ties to even; overflow
+    to ±inf), as a float64 array: what a Cast to that type stores."""
+    x = np.asarray(x, dtype=np.float64)
+    if precision == "float64":
+        return x
+    if precision in ("float32", "float16"):
+        with np.errstate(over="ignore"):
+            return x.astype(np.float32 if precision == "float32" else np.float16).astype(np.float64)
+    if precision == "bfloat16":  # the top 16 bits of the float32, rounded to nearest even
+        with np.errstate(over="ignore"):
+            bits = np.ascontiguousarray(x.astype(np.float32)).view(np.uint32)
+        finite = np.isfinite(x.astype(np.float32))
+        rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
+        out = np.where(finite, rounded, bits & 0xFFFF0000).astype(np.uint32)
+        return out.view(np.float32).astype(np.float64)
+    raise ValueError(f"unknown floating-point type {precision!r}")
+
+
+@dataclass(eq=False)
+class CastFloat(MulConst):
+    """A Cast to a narrower floating-point type (``precision``): ``x`` rounded to that type, or
+    ``x`` itself — onnxruntime removes a Cast to float16 that meets the Cast back to float32 it
+    inserts before a kernel without float16 support (docs/design.md, "Reduced precision").
+
+    For the analyses it is ``x·1`` computed in that type, i.e. the identity plus the type's
+    rounding error, which covers both and which every analysis already bounds for a
+    ``MulConst``; ``forward`` rounds (what a float16 input fed to the model is)."""
+
+    kind = "CastFloat"
+
+    def __post_init__(self):
+        self.c = np.float64(1.0)
+        self.divide = False
+
+    def forward(self, x):
+        return to_precision(x, self.precision)
+
+    def error(self, mag) -> np.ndarray:
+        """Bound on ``|cast(x) − x|`` for ``|x| ≤ mag``: one rounding to the type."""
+        return numerics.rounding_error(self.precision, mag)
+
+    def describe(self):
+        return f"to {self.precision}"
 
 
 @dataclass(eq=False)
@@ -230,9 +278,5 @@ class Gather(Op):
 
 
 LINEAR_KINDS = (Affine, AddConst, MulConst, Add, Sub, Reshape, Concat, Gather)
-PRECISIONS = ("float64", "float32", "float16", "bfloat16")  # finest to coarsest
-
-
-def coarsest(*precisions: str) -> str:
-    """The least precise of the given floating-point types."""
-    return max(precisions, key=PRECISIONS.index)
+PRECISIONS = numerics.PRECISIONS
+coarsest = numerics.coarsest

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vnncomp_qeb.analysis.backsub import Bounds, affine_error
-from vnncomp_qeb.analysis.interval import TINY, rounding_band, unit
+from vnncomp_qeb.analysis.interval import elementwise_error, rounding_band, unit
 from vnncomp_qeb.analysis.relax import clamp_params
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
@@ -113,7 +113,7 @@ class _Encoder:
             err = _flat(affine_error(op, self.bounds))
             return self.linear(op, [(cols, vals)], np.tile(b, lead), err)
         lo, hi = self.lohi(op.output)
-        err = unit(op) * np.maximum(np.abs(lo), np.abs(hi)) + TINY
+        err = elementwise_error(op, np.maximum(np.abs(lo), np.abs(hi)))
         if isinstance(op, ops.AddConst):
             return self.linear(op, [(xs[0][:, None], np.ones((xs[0].size, 1)))], _flat(np.broadcast_to(op.c, self.shape(op.output))), err)
         if isinstance(op, ops.MulConst):
