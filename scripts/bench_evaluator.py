@@ -8,7 +8,7 @@ model, over 10,000 random inputs and the 10,000 MNIST test images, and prints pe
 the share of inputs with any output differing, the share of output elements differing, the
 largest difference in output steps, and evaluator vs onnxruntime batch throughput.
 
-    python scripts/bench_evaluator.py [--shared ../shared/data] [--n 10000]
+    python scripts/bench_evaluator.py [--data specs/networks] [--n 10000]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def compare(path: str, inputs: dict[str, np.ndarray], input_shape) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared", "data"), help="for the MNIST test set")
+    ap.add_argument("--data", dest="shared", default=os.path.join(ROOT, "specs", "networks"), help="folder holding mnist/ (the MNIST test set)")
     ap.add_argument("--n", type=int, default=10000)
     args = ap.parse_args()
     rng = np.random.default_rng(0)

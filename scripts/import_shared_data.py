@@ -1,7 +1,10 @@
 """Copy what the benchmarks need from the shared data folder into specs/networks (committed).
 
-- qebverif/*.npz: the float weights (W{k}, b{k}, float32) and meta of the 49 QEBVerif networks
-  (the reference fixed-point integers stay out: tests compare against the originals);
+- qebverif/*.npz: the float weights (W{k}, b{k}, float32) and meta of the 49 QEBVerif networks;
+- qebverif_reference/*.npz: QEBVerif's own fixed-point integers of the same networks (kept apart:
+  tests compare our quantiser against them, nothing else reads them);
+- mnist/: the MNIST test set (IDX files), for the float-accuracy check against the paper;
+- acasxu/*.onnx: the 45 VNN-COMP ACAS Xu networks (float models the tests quantise and load);
 - mnist_samples.npz: the 30 paper sample images and labels, plus 200 calibration images that
   are never used as centres;
 - acasxu/prop_{1..10}.vnnlib: the VNN-COMP ACAS Xu properties (their input regions are used).
@@ -31,10 +34,18 @@ def main() -> None:
     out = os.path.join(ROOT, "specs", "networks")
     os.makedirs(os.path.join(out, "qebverif"), exist_ok=True)
     os.makedirs(os.path.join(out, "acasxu"), exist_ok=True)
+    os.makedirs(os.path.join(out, "qebverif_reference"), exist_ok=True)
+    os.makedirs(os.path.join(out, "mnist"), exist_ok=True)
     for path in sorted(glob.glob(os.path.join(args.shared, "qebverif", "*.npz"))):
         z = np.load(path)
         keep = {k: z[k] for k in z.files if k in ("n_layers", "meta") or ("_q" not in k)}
         np.savez_compressed(os.path.join(out, "qebverif", os.path.basename(path)), **keep)
+        ref = {k: z[k] for k in z.files if "_q" in k}
+        np.savez_compressed(os.path.join(out, "qebverif_reference", os.path.basename(path)), **ref)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(os.path.join(args.shared, "mnist", name), os.path.join(out, "mnist"))
+    for path in sorted(glob.glob(os.path.join(args.shared, "acasxu", "*.onnx"))):
+        shutil.copy(path, os.path.join(out, "acasxu"))
     with gzip.open(os.path.join(args.shared, "mnist", "t10k-images-idx3-ubyte.gz")) as f:
         images = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 784)
     with gzip.open(os.path.join(args.shared, "mnist", "t10k-labels-idx1-ubyte.gz")) as f:

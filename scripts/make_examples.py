@@ -5,7 +5,7 @@ per-tensor, calibrated on random points of the normalised input domain), then wr
   - a difference model N(X) - Q(X) with VNN-LIB 1.0 error-bound properties, and
   - the two separate networks with VNN-LIB 2.0 queries tying their inputs.
 
-    python scripts/make_examples.py [--acasxu ../shared/data/acasxu] [--out specs/examples]
+    python scripts/make_examples.py [--acasxu specs/networks/acasxu] [--out specs/examples]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def float_model(src: str, dst: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--acasxu", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "acasxu"))
+    ap.add_argument("--acasxu", default=os.path.join(os.path.dirname(__file__), "..", "specs", "networks", "acasxu"))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "specs", "examples"))
     args = ap.parse_args()
     onnx_dir, spec_dir = os.path.join(args.out, "onnx"), os.path.join(args.out, "vnnlib")

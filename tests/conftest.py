@@ -6,11 +6,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))  # tests/models.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
-ACASXU = os.path.join(SHARED, "acasxu")
+# everything the tests read is in the repository (scripts/import_shared_data.py copied it)
+NETWORKS = os.path.join(ROOT, "specs", "networks")
+ACASXU = os.path.join(NETWORKS, "acasxu")
 EXAMPLES = os.path.join(ROOT, "specs", "examples")
-
-needs_acasxu = pytest.mark.skipif(not os.path.isdir(ACASXU), reason="../shared/data/acasxu is not present")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import ACASXU, needs_acasxu
+from conftest import ACASXU
 
 import models as M
 from vnncomp_qeb.io.onnx_loader import load_onnx
@@ -70,7 +70,6 @@ def test_matmul_integer_model(model_dir):
     np.testing.assert_allclose(load_onnx(path).evaluate(x), _ort(path, x), rtol=1e-6, atol=1e-6)
 
 
-@needs_acasxu
 def test_all_acasxu_networks_match_onnxruntime():
     x = np.random.default_rng(3).uniform(-0.5, 0.5, size=(50, 5)).astype(np.float32)
     paths = sorted(glob.glob(os.path.join(ACASXU, "*.onnx")))

@@ -8,19 +8,17 @@ import os
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import ROOT, SHARED
+from conftest import NETWORKS, ROOT
 
 from vnncomp_qeb.io.fixed_point import faithful_twin, fixed_point_layers, fixed_point_model, float_model, load_qebnet
 
 NETS = os.path.join(ROOT, "specs", "networks", "qebverif")
-REFERENCE = os.path.join(SHARED, "qebverif")
-needs_reference = pytest.mark.skipif(not os.path.isdir(REFERENCE), reason="../shared/data/qebverif is not present")
+REFERENCE = os.path.join(NETWORKS, "qebverif_reference")  # QEBVerif's own integers
 MNIST = ["PTQ_mnist_1blk_100_in_8_relu_0", "PTQ_mnist_2blk_100_100_in_8_relu_0",
          "PTQ_mnist_2blk_512_512_in_8_relu_0", "PTQ_mnist_3blk_100_100_100_in_8_relu_0"]
 ACAS = [f"ACASXU_run2a_{a}_{b}_batch_2000" for a in range(1, 6) for b in range(1, 10)]
 
 
-@needs_reference
 @pytest.mark.parametrize("name", MNIST + ACAS)
 def test_quantiser_matches_reference_integers(name):
     net = load_qebnet(os.path.join(NETS, name + ".npz"))
@@ -31,11 +29,10 @@ def test_quantiser_matches_reference_integers(name):
             np.testing.assert_array_equal(b, ref[f"b{k}_q{Q}"], err_msg=f"{name} Q={Q} b{k}")
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "mnist")), reason="MNIST test set not present")
 def test_float_accuracies_match_paper():
-    with gzip.open(os.path.join(SHARED, "mnist", "t10k-images-idx3-ubyte.gz")) as f:
+    with gzip.open(os.path.join(NETWORKS, "mnist", "t10k-images-idx3-ubyte.gz")) as f:
         images = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 784)
-    with gzip.open(os.path.join(SHARED, "mnist", "t10k-labels-idx1-ubyte.gz")) as f:
+    with gzip.open(os.path.join(NETWORKS, "mnist", "t10k-labels-idx1-ubyte.gz")) as f:
         labels = np.frombuffer(f.read(), dtype=np.uint8, offset=8)
     paper = [0.9692, 0.9707, 0.9736, 0.9671]
     for name, acc in zip(MNIST, paper):

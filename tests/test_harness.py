@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import psutil
-from conftest import ACASXU, EXAMPLES, ROOT, needs_acasxu
+from conftest import ACASXU, EXAMPLES, ROOT
 
 import models as M
 from vnncomp_qeb.io.instance import load_instance, parse_network_arg
@@ -131,7 +131,6 @@ def _ours(results):
     return found
 
 
-@needs_acasxu
 def test_timeout_answered_in_time_without_leftovers(tmp_path):
     results = tmp_path / "r.txt"
     start = time.monotonic()

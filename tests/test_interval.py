@@ -6,7 +6,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import ACASXU, EXAMPLES, needs_acasxu
+from conftest import ACASXU, EXAMPLES
 
 from vnncomp_qeb.analysis.interval import output_bounds
 from vnncomp_qeb.io.onnx_loader import load_onnx
@@ -42,7 +42,6 @@ def test_int8_models(int8_models, key, radius):
         _check(int8_models[key], centre, radius, seed=seed, feed=_batched)
 
 
-@needs_acasxu
 def test_acasxu_float():
     _check(os.path.join(ACASXU, "ACASXU_run2a_1_1_batch_2000.onnx"), np.zeros(5), 0.02, n=300)
 

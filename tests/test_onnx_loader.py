@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from conftest import ACASXU, needs_acasxu
+from conftest import ACASXU
 
 import models as M
 from vnncomp_qeb.errors import ModelError, UnsupportedOperator
@@ -15,7 +15,6 @@ from vnncomp_qeb.io.onnx_loader import load_onnx
 from vnncomp_qeb.ir import ops
 
 
-@needs_acasxu
 def test_acasxu_opset8_with_initializer_inputs():
     g = load_onnx(os.path.join(ACASXU, "ACASXU_run2a_1_1_batch_2000.onnx"))
     assert g.input_shape == (1, 1, 5)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import vnnlib
-from conftest import ACASXU, needs_acasxu
+from conftest import ACASXU
 
 from vnncomp_qeb.errors import SpecError
 from vnncomp_qeb.io.vnnlib import load_spec, parse_spec
@@ -39,7 +39,6 @@ def _boxes_from_text(path):
     return lo, hi
 
 
-@needs_acasxu
 @pytest.mark.parametrize("prop", range(1, 11))
 def test_acasxu_properties(prop):
     spec = load_spec(os.path.join(ACASXU, f"prop_{prop}.vnnlib"))
