@@ -1,6 +1,6 @@
 """How often does the exact reference evaluator differ from onnxruntime on int8 models?
 
-DESIGN §2.4: onnxruntime fuses QDQ into integer kernels with a float32 requantization
+docs/design.md §2.3: onnxruntime fuses QDQ into integer kernels with a float32 requantization
 multiplier, so an exact evaluation differs from it by one step on rare inputs near rounding
 ties. This script measures that on real quantize_static output (QDQ / QOperator, per-tensor /
 per-channel) of the QEBVerif MNIST network P2 (784-100-100-10) and of the shipped ACAS Xu int8

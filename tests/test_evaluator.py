@@ -61,7 +61,7 @@ def test_int8_within_one_lsb(int8_models, key):
     lsb = _output_lsb(g)
     steps = np.abs(ref - ours) / lsb
     assert steps.max() <= 1.0 + 1e-3, "never more than one output step apart"
-    assert np.mean(steps > 0.5) < 0.01, "differences are rare (DESIGN §2.4: ~0.01-0.1 %)"
+    assert np.mean(steps > 0.5) < 0.01, "differences are rare (docs/design.md §2.3: ~0.01-0.1 %)"
 
 
 def test_matmul_integer_model(model_dir):

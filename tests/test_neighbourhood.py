@@ -138,7 +138,7 @@ def test_freed_core_searches_the_open_share(tmp_path, monkeypatch):
     real_child, t0 = P._milp_child, time.monotonic()
 
     def child(graph, domain, share, *args):
-        prove = args[-1]
+        prove = args[8]  # (L, U, integer_input, deadline, backend, verbose, starts, seed, prove, t0, tag)
         if prove and sat_side[0] in share.polytopes:  # the hard share: no answer before the deadline
             time.sleep(max(args[3] - time.monotonic(), 0))
             return False, None, np.inf, ["held"]

@@ -31,6 +31,12 @@ class Row:
     stage: str = ""
     message: str = ""
     cwd: str = ""  # the instances.csv folder: model and spec paths are relative to it
+    node: str = "local"  # where it ran (a Ray node: IP/node id)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies the instance across runs (for --resume)."""
+        return (self.model, self.spec)
 
 
 def category_of(model: str, spec: str) -> str:
@@ -62,12 +68,14 @@ def run_one(row: Row, extra: list[str]) -> Row:
     """Run the verifier on one instance in its own process (killed if it overstays)."""
     with tempfile.TemporaryDirectory(prefix="qeb-bench-") as tmp:
         out = os.path.join(tmp, "out.json")
+        # its own process group, watching this process: if the runner (or the Ray worker running
+        # it) dies, the verifier and its MILP children end too
         cmd = [sys.executable, "-m", "vnncomp_qeb", "verify", row.model, row.spec, "--timeout", str(row.timeout),
-               "--quiet", "--json", out] + extra
+               "--quiet", "--json", out, "--parent-pid", str(os.getpid())] + extra
         t0 = time.monotonic()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=row.timeout + KILL_GRACE_S,
-                                  stdin=subprocess.DEVNULL, cwd=row.cwd or None)
+                                  stdin=subprocess.DEVNULL, cwd=row.cwd or None, start_new_session=True)
             err = proc.stderr.strip().splitlines()
         except subprocess.TimeoutExpired:
             err = ["killed by the runner"]
@@ -81,8 +89,50 @@ def run_one(row: Row, extra: list[str]) -> Row:
     return row
 
 
-def run_all(rows: list[Row], jobs: int, extra: list[str], progress: bool = True) -> list[Row]:
-    """Every row, ``jobs`` at a time, with a progress bar.
+JOURNAL = "journal.jsonl"  # one line per finished instance, written as it finishes
+
+
+def read_journal(out_dir: str) -> dict[tuple[str, str], Row]:
+    """The rows an earlier (possibly interrupted) run of ``out_dir`` finished, by instance."""
+    done: dict[tuple[str, str], Row] = {}
+    path = os.path.join(out_dir, JOURNAL)
+    if not os.path.exists(path):
+        return done
+    with open(path) as f:
+        for line in f:
+            try:
+                row = Row(**json.loads(line))
+            except (ValueError, TypeError):  # a line cut short by the interruption
+                continue
+            done.setdefault(row.key, row)
+    return done
+
+
+class Journal:
+    """Appends each finished row to ``out_dir/journal.jsonl`` and syncs it: a verdict is on disk
+    before the next one is awaited, and --resume finds it. A row is recorded at most once."""
+
+    def __init__(self, out_dir: str, done: dict | None = None):
+        os.makedirs(out_dir, exist_ok=True)
+        self.path = os.path.join(out_dir, JOURNAL)
+        self.keys = set(done or ())
+
+    def record(self, row: Row) -> bool:
+        if row.key in self.keys:
+            return False
+        self.keys.add(row.key)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(asdict(row)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+
+def run_all(rows: list[Row], jobs: int, extra: list[str], progress: bool = True, out_dir: str | None = None,
+            resume: bool = False, ray_address: str | None = None, cores_per_instance: int = 1) -> list[Row]:
+    """Every row, ``jobs`` at a time (or as Ray tasks on ``ray_address``), with a progress bar
+    (done/total, ETA). With ``out_dir`` each finished row goes to its journal at once; with
+    ``resume`` the rows the journal already holds are not run again.
 
     Each verifier runs one MILP child per core, so with several jobs at once the cores are
     shared out between them (unless ``extra`` already says how many).
@@ -91,21 +141,31 @@ def run_all(rows: list[Row], jobs: int, extra: list[str], progress: bool = True)
 
     from vnncomp_qeb.isolate import usable_cores
 
-    if jobs > 1 and "--milp-workers" not in extra:
-        extra = extra + ["--milp-workers", str(max(1, usable_cores() // jobs))]
+    earlier = read_journal(out_dir) if (out_dir and resume) else {}
+    journal = Journal(out_dir, earlier) if out_dir else None
+    todo = [r for r in rows if r.key not in earlier]
+    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), disable=not progress, unit="inst", file=sys.stderr)
+    finished: dict[tuple[str, str], Row] = {k: v for k, v in earlier.items() if k in {r.key for r in rows}}
 
-    bar = tqdm(total=len(rows), disable=not progress, unit="inst", file=sys.stderr)
-    done = []
-    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
-        futures = [pool.submit(run_one, r, extra) for r in rows]
-        for fut in as_completed(futures):
-            r = fut.result()
-            done.append(r)
-            bar.set_postfix_str(f"{r.category} {r.verdict} {r.time:.1f}s")
+    def done(r: Row) -> None:
+        if journal is None or journal.record(r):
+            finished[r.key] = r
+            bar.set_postfix_str(f"{r.category} {r.verdict} {r.time:.1f}s {r.node}")
             bar.update()
+
+    if ray_address:
+        from vnncomp_qeb.cluster.bench_tasks import run_on_ray
+
+        cores_extra = extra if "--milp-workers" in extra else extra + ["--milp-workers", str(cores_per_instance)]
+        run_on_ray(todo, cores_extra, ray_address, cores_per_instance, done)
+    else:
+        if jobs > 1 and "--milp-workers" not in extra:
+            extra = extra + ["--milp-workers", str(max(1, usable_cores() // jobs))]
+        with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+            for fut in as_completed([pool.submit(run_one, r, extra) for r in todo]):
+                done(fut.result())
     bar.close()
-    order = {id(r): i for i, r in enumerate(rows)}
-    return sorted(done, key=lambda r: order[id(r)])
+    return [finished[r.key] for r in rows if r.key in finished]
 
 
 SOLVED = ("sat", "unsat")
@@ -116,13 +176,14 @@ def summary(rows: list[Row]) -> str:
     cats: dict[str, list[Row]] = {}
     for r in rows:
         cats.setdefault(r.category, []).append(r)
-    lines = [f"{'category':24s} {'n':>4s} {'sat':>4s} {'unsat':>5s} {'t/o':>4s} {'other':>5s} {'solved':>6s} {'mean s':>7s}"]
+    w = max([len("category")] + [len(c) for c in cats])  # the column fits the longest name
+    lines = [f"{'category':{w}s} {'n':>4s} {'sat':>4s} {'unsat':>5s} {'t/o':>4s} {'other':>5s} {'solved':>6s} {'mean s':>7s}"]
     for name, rs in list(cats.items()) + [("ALL", rows)]:
         solved = [r for r in rs if r.verdict in SOLVED]
         count = lambda v: sum(r.verdict == v for r in rs)  # noqa: E731
         other = len(rs) - count("sat") - count("unsat") - count("timeout")
         mean = sum(r.time for r in solved) / len(solved) if solved else 0.0
-        lines.append(f"{name:24s} {len(rs):4d} {count('sat'):4d} {count('unsat'):5d} {count('timeout'):4d} "
+        lines.append(f"{name:{w}s} {len(rs):4d} {count('sat'):4d} {count('unsat'):5d} {count('timeout'):4d} "
                      f"{other:5d} {len(solved):6d} {mean:7.2f}")
     return "\n".join(lines)
 

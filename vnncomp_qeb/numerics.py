@@ -1,4 +1,4 @@
-"""The one home of the floating-point facts every bound relies on (docs/design.md, "Soundness").
+"""The one home of the floating-point facts every bound relies on (docs/design.md §3.1).
 
 Every analysis encloses both the exact real value of a tensor and what onnxruntime computes for
 it in the tensor's element type (``op.precision``). These are the error terms that make that true:
@@ -32,7 +32,7 @@ TINY_OF = {"float64": TINY, "float32": TINY, "float16": SUBNORMAL["float16"], "b
 def _accumulation_types() -> dict[str, str]:
     """The type onnxruntime's CPU kernels accumulate in, per tensor element type. On x86-64 the
     float16/bfloat16 kernels (Gemm, MatMul, ...) run in float32 behind inserted Casts and round
-    the result to the storage type (measured: docs/design.md, "Reduced precision"); elsewhere
+    the result to the storage type (measured: docs/design.md §2.4); elsewhere
     (ARM's native half-precision GEMM) the accumulation may be in the storage type itself."""
     if platform.machine().lower() in ("x86_64", "amd64"):
         return {"float64": "float64", "float32": "float32", "float16": "float32", "bfloat16": "float32"}

@@ -71,27 +71,47 @@ class Settings:
     milp_workers: int | None = None  # MILP children at once; None: one per usable core
     verbose: bool = False
     milp: bool = True
+    stream: bool = False  # MILP children write their progress to stderr as it happens
+    ray: bool = False  # a Ray runtime is connected: MILP shares and DRA batches run on its workers
 
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+MILP_DEADLINE_ARG = 6  # position of ``deadline`` among _milp_child's arguments (rebased on Ray workers)
+
+
 def _milp_child(graph, domain, case: Case, L, U, integer_input, deadline, backend, verbose, starts, seed,
-                prove=True):
+                prove=True, t0=None, tag=""):
     """In the child: the MILP over one box; candidate witnesses are screened by the reference
     evaluator and sent back for the parent to replay in onnxruntime. ``starts``: the falsifier's
-    best input points, where the witness search begins; ``prove=False``: the search alone."""
+    best input points, where the witness search begins; ``prove=False``: the search alone.
+    Progress goes to stderr as it happens (each polytope's outcome; every line with --verbose)."""
     def screen(points):
         x = domain.to_input(points, case)
         y = domain.graph.evaluate(points) if integer_input else graph.evaluate(x)
         return x if case.margin(y)[0] >= -1e-9 * (1 + np.abs(y).max()) else None
 
-    lines: list[str] = []
+    lines: list[str] = []  # not streaming: the parent logs them when the child is done
+
+    def log(line: str) -> None:
+        if not (verbose or line.startswith(_PROGRESS)):
+            return
+        if t0 is None:
+            lines.append(line)
+        else:
+            _stderr(f"[{time.monotonic() - t0:7.3f}s] milp: {tag}{line}")
+
     res = milp_box(domain.analysis_graph, L, U, case.polytopes, integer_input=integer_input, deadline=deadline,
-                   chain=backend_chain(backend), check=screen, log=lines.append,
+                   chain=backend_chain(backend), check=screen, log=log,
                    starts=None if starts is None else domain.from_input(starts), seed=seed, prove=prove)
-    return res.proven, res.found, res.bound, lines if verbose else lines[-2:]
+    return res.proven, res.found, res.bound, lines
+
+
+# the MILP's progress lines shown without --verbose: each polytope's outcome, the search's start
+# and a witness it finds
+_PROGRESS = ("polytope", "witness search on", "neighbourhood search: witness")
 
 
 class _Run:
@@ -107,6 +127,7 @@ class _Run:
         self.dra_box_s = 1.0  # measured seconds per box; the first call takes one box
         self.seed = seed
         self.best_points: dict[int, np.ndarray] = {}  # per case (by id): the falsifier's best inputs
+        self.certified: dict[int, float] = {}  # per case (by id): the tightest certified slack bound
         self.start = time.monotonic()
 
     def say(self, stage: str, what: str) -> None:
@@ -118,7 +139,7 @@ class _Run:
     def try_points(self, case: Case, points: np.ndarray, stage: str) -> Outcome | None:
         """Replay the most promising points; an Outcome when onnxruntime confirms one."""
         cand, margin = best_candidates(self.inst.graph, case, points, REPLAYS_PER_ROUND)
-        scale = 1e-6 * (1.0 + np.abs(margin))
+        scale = _reference_gap(self.inst.graph) * (1.0 + np.abs(margin))
         for x, m in zip(cand, margin):
             if m < -scale.max():  # clearly safe under the reference semantics
                 break
@@ -173,6 +194,7 @@ class _Run:
         open_ = np.ones(L.shape[0], dtype=bool)
         score = np.zeros(L.shape)
         i = 0
+        remote = self.remote_dra(domain)
         while i < L.shape[0]:
             if self.out_of_time(until):
                 return None
@@ -180,14 +202,30 @@ class _Run:
             n = int(np.clip(DRA_CALL_S / self.dra_box_s, 1, DRA_BATCH))
             t0 = time.monotonic()
             coeffs: list = []
-            rows = row_lower_bounds(domain.analysis_graph, L[i:i + n], U[i:i + n], A, coeffs)
-            self.dra_box_s = max((time.monotonic() - t0) / min(n, L.shape[0] - i), 1e-6)
+            if remote is None:
+                rows = row_lower_bounds(domain.analysis_graph, L[i:i + n], U[i:i + n], A, coeffs)
+            else:  # one chunk per worker, each the size one process handles in DRA_CALL_S
+                n *= remote.workers
+                rows, c = remote.rows(L[i:i + n], U[i:i + n], A)
+                coeffs.append(c)
+            self.dra_box_s = max((time.monotonic() - t0) / min(n, L.shape[0] - i), 1e-6) * (
+                1 if remote is None else remote.workers)
             miss = np.where(strict, rows >= b, rows > b)  # the row cannot hold: polytope missed
             missed = np.stack([m.any(axis=1) for m in np.split(miss, ends[:-1], axis=1)], axis=1)
             open_[i:i + n] = ~missed.all(axis=1)
             score[i:i + n] = _split_score(rows - b, ends, missed, coeffs[0]) * (U[i:i + n] - L[i:i + n])
             i += n
         return open_, score
+
+    def remote_dra(self, domain):
+        """The cluster's DRA for this domain's graph (shipped once), or None without Ray."""
+        if not self.settings.ray:
+            return None
+        if getattr(self, "_remote", (None, None))[0] is not domain.analysis_graph:
+            from vnncomp_qeb.cluster.remote_calls import RemoteDRA
+
+            self._remote = (domain.analysis_graph, RemoteDRA(domain.analysis_graph))
+        return self._remote[1]
 
     def split(self, domain, case: Case, until: float) -> Outcome | None:
         """Branch and bound on one case until ``until``; None when the case is proven safe."""
@@ -239,13 +277,21 @@ class _Run:
         # child the watchdog kills reports no bound; the watchdog leaves 0.1 s to write the answer
         deadline = self.deadline - 1.0 - 0.02 * max(self.deadline - time.monotonic(), 0.0)
         self.milp_calls += 1
-        workers = max(1, min(len(case.polytopes), self.settings.milp_workers or usable_cores()))
+        if self.settings.ray:
+            from vnncomp_qeb.cluster.remote_calls import cluster_cpus, run_remote_all
+
+            cores = cluster_cpus()
+            runner = lambda calls, **kw: run_remote_all(calls, deadline_arg=MILP_DEADLINE_ARG, **kw)  # noqa: E731
+        else:
+            cores, runner = usable_cores(), run_isolated_all
+        workers = max(1, min(len(case.polytopes), self.settings.milp_workers or cores))
         shares = [Case(case.lower, case.upper, case.polytopes[k::workers]) for k in range(workers)]
         starts = self.best_points.get(id(case))
 
-        def call(share: Case, seed: int, prove: bool = True):
+        def call(share: Case, seed: int, prove: bool = True, tag: str = ""):
             return (_milp_child, (self.inst.graph, domain, share, L[0], U[0], integer_input, deadline,
-                                  self.settings.backend, self.settings.verbose, starts, seed, prove))
+                                  self.settings.backend, self.settings.verbose, starts, seed, prove,
+                                  self.start if self.settings.stream and not self.settings.ray else None, tag))
 
         def refill(results):
             # a share proven early frees its core: a helper searches the open shares for witnesses
@@ -254,10 +300,12 @@ class _Run:
             freed = sum(r is not None for r in results[:workers]) - (len(results) - workers)
             if not open_ or freed <= 0 or deadline - time.monotonic() < HELPER_MIN_S:
                 return None
-            return call(Case(case.lower, case.upper, open_), self.seed + len(results), prove=False)
+            return call(Case(case.lower, case.upper, open_), self.seed + len(results), prove=False,
+                        tag=f"[helper {len(results) + 1 - workers}] ")
 
         # a candidate witness settles the case (if onnxruntime confirms it, checked below)
-        results = run_isolated_all([call(share, self.seed + k) for k, share in enumerate(shares)],
+        results = runner([call(share, self.seed + k, tag=f"[{k + 1}/{workers}] " if workers > 1 else "")
+                                    for k, share in enumerate(shares)],
                                    deadline=self.deadline - 0.1, memory_mb=self.settings.memory_mb,
                                    enough=lambda r: r.status == OK and r.value[1] is not None, refill=refill)
         proven, bound = True, -np.inf
@@ -286,15 +334,28 @@ class _Run:
                 self.say("milp", "candidate not confirmed by onnxruntime")
         if proven:
             return None
+        self.certified[id(case)] = min(self.certified.get(id(case), np.inf), bound)
         if failed and failed != OUT_OF_TIME:
             return Outcome(UNKNOWN, stage="milp", message=failed)
         verdict = TIMEOUT if self.out_of_time() or time.monotonic() > deadline - 0.05 else UNKNOWN
-        return Outcome(verdict, stage="milp", message=f"best slack bound {bound:.6g}")
+        return Outcome(verdict, stage="milp", message="the MILP did not close the case")
+
+    def root_slack_bound(self, domain, case: Case, L: np.ndarray, U: np.ndarray) -> float:
+        """Sound upper bound of how far into the unsafe set any input of the case's box gets (its
+        largest polytope slack ``min_k b_k − A_k·y``), from the DRA over the whole box: a
+        deterministic certificate every timeout reports (the MILP may lower it)."""
+        if not case.polytopes or any(p.A.shape[0] == 0 for p in case.polytopes):
+            return np.inf
+        rows = row_lower_bounds(domain.analysis_graph, L, U, np.vstack([p.A for p in case.polytopes]))[0]
+        ends = np.cumsum([p.A.shape[0] for p in case.polytopes])
+        b = np.concatenate([p.b for p in case.polytopes])
+        return float(max(np.min(part) for part in np.split(b - rows, ends[:-1])))
 
     def prove_case(self, case: Case) -> Outcome | None:
         """Split first; hand wide boxes to the MILP after the split's share."""
         domain = domain_for(self.inst.graph)
         L, U = domain.initial(case)
+        self.certified[id(case)] = self.root_slack_bound(domain, case, L, U)
         free = int(np.sum(U[0] > L[0]))
         use_milp = self.settings.milp and free > SPLIT_DIMS and backend_chain(self.settings.backend)
         until = (time.monotonic() + SPLIT_SHARE * (self.deadline - time.monotonic())) if use_milp else self.deadline
@@ -306,6 +367,30 @@ class _Run:
         outcome = self.milp(domain, case)
         self.say("milp", outcome.verdict if outcome else "proven safe")
         return outcome
+
+
+def _reference_gap(graph) -> float:
+    """How far (relative) onnxruntime may be from the reference evaluator: float32 rounding, or —
+    with float16/bfloat16 ops, whose casts onnxruntime may round or elide — their rounding."""
+    if not hasattr(graph, "_reference_gap"):
+        reduced = any(op.precision in ("float16", "bfloat16") for op in graph.ops)
+        graph._reference_gap = 1e-2 if reduced else 1e-6
+    return graph._reference_gap
+
+
+def certified_text(slack: float, case: Case, index) -> str:
+    """The certified slack bound in words, and as a bound on |N − Q| for error-bound properties
+    (every polytope one row ``±y_i ≥ ε``)."""
+    where = f" in case {index + 1}" if index else ""
+    text = f"certified{where}: no input gets deeper than {slack:.6g} into the unsafe set (largest polytope slack)"
+    rows = [(p.A[0], p.b[0]) for p in case.polytopes if p.A.shape[0] == 1]
+    if len(rows) == len(case.polytopes) and rows:
+        unit = all(np.count_nonzero(a) == 1 and abs(a[np.flatnonzero(a)[0]]) == 1 for a, _ in rows)
+        eps = {-float(b) for _, b in rows}
+        if unit and len(eps) == 1 and min(eps) > 0:
+            outs = sorted({int(np.flatnonzero(a)[0]) for a, _ in rows})
+            text += f", i.e. |N − Q|_i ≤ {min(eps) + slack:.6g} for i in {outs}"
+    return text
 
 
 def _split_score(margin: np.ndarray, ends: np.ndarray, missed: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
@@ -345,6 +430,8 @@ def verify(inst: Instance, timeout: float, seed: int = 0, log: Callable[[str], N
         run.say(f"case {i + 1}/{len(cases)}", outcome.verdict if outcome else "proven safe")
         if outcome is None:
             continue
+        if outcome.verdict in (TIMEOUT, UNKNOWN) and id(case) in run.certified:
+            outcome.message += "; " + certified_text(run.certified[id(case)], case, len(cases) > 1 and i)
         if outcome.verdict == UNKNOWN:
             undecided = outcome
             continue

@@ -1,4 +1,4 @@
-"""qeb_acasxu: QEBVerif's ACAS Xu error-bound experiments on the 45 networks (DESIGN §2.5).
+"""qeb_acasxu: QEBVerif's ACAS Xu error-bound experiments on the 45 networks (docs/design.md §2.5).
 
 Each network at Q in {4, 6, 8, 10} fixed-point bits against its float original, on
   - the fix points p1..p5 with radii {0.01, 0.025, 0.05} (centre code round(p*256), radius

@@ -1,4 +1,4 @@
-"""qeb_mnist: QEBVerif's MNIST error-bound experiments, faithfully (DESIGN §2.5).
+"""qeb_mnist: QEBVerif's MNIST error-bound experiments, faithfully (docs/design.md §2.5).
 
 Networks P1-P4 at Q in {4, 6, 8, 10} fixed-point bits against their float originals, L-inf
 boxes of radius 3 pixels (clipped to 0..255) around the 30 paper samples, property

@@ -5,7 +5,7 @@ op runs in (``op.precision``): arithmetic ops are widened by the standard roundi
 (γ_n = n·u for an n-term dot product, u the unit roundoff, doubled to also cover our own float64
 arithmetic), and every rounding step (FakeQuant, Round) is applied to an input interval widened
 by a relative 4u and an absolute 1e-4 of an integer step, so ties and the fused kernels' float32
-multiplier (DESIGN §2.4) can round either way.
+multiplier (docs/design.md §2.3) can round either way.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""QEBVerif's fixed-point networks (DESIGN §2.5) as ONNX: the quantiser and faithful twins.
+"""QEBVerif's fixed-point networks (docs/design.md §2.5) as ONNX: the quantiser and faithful twins.
 
 The input is an 8-bit integer ``x`` (MNIST pixels 0..255; ACAS Xu ``round(z·256)`` in
 −128..127), snapped once by a QuantizeLinear of scale 1. The quantized net sees ``x/256``, the

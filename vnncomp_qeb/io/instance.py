@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ def parse_network_arg(arg: str) -> dict[str, str] | None:
     """The harness's network argument: a path, or a Python list literal of (name, path) pairs
     for multi-network 2.0 instances. Returns None for a plain path."""
     text = arg.strip()
-    if not text.startswith("["):
+    if not text.startswith("[") or os.path.exists(arg):  # a file that exists is a path, whatever its name
         return None
     try:
         pairs = ast.literal_eval(text)

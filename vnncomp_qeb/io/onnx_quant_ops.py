@@ -2,7 +2,7 @@
 
 Every form becomes :class:`~vnncomp_qeb.ir.ops.FakeQuant` plus linear ops on real values.
 Weights are dequantized exactly in float64 (``s·(q − z)`` with the float32 scale read as is);
-the fused kernels' float32 multiplier error is the analyses' business (DESIGN §2.4).
+the fused kernels' float32 multiplier error is the analyses' business (docs/design.md §2.3).
 """
 
 from __future__ import annotations

@@ -43,15 +43,32 @@ def counterexample(spec: Spec, x: np.ndarray, y: np.ndarray) -> str:
 def write_result(path: str, verdict: str, witness: str | None = None) -> None:
     """Write the verdict on line 1 (and a witness after it) atomically: a reader never sees a
     half-written file, even if this process is killed."""
+    from vnncomp_qeb.errors import QebError
+
     assert verdict in VERDICTS, verdict
     text = verdict + "\n" + (witness + "\n" if witness else "")
+    if not path:
+        raise QebError("the results file path is empty")
+    if os.path.isdir(path):
+        raise QebError("the results file is a folder", path=path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".result-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".result-")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise QebError(f"cannot write the results file ({exc.strerror or exc})", path=path) from None
+    finally:
+        if tmp is not None:  # never leave the temporary file behind
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def read_counterexample(text: str, spec: Spec) -> np.ndarray:
@@ -59,13 +76,29 @@ def read_counterexample(text: str, spec: Spec) -> np.ndarray:
     from vnncomp_qeb.errors import QebError
     from vnncomp_qeb.io.sexpr import parse_sexprs
 
+    try:
+        return _read_counterexample(text, spec, parse_sexprs, QebError)
+    except QebError:
+        raise
+    except (ValueError, TypeError, IndexError) as exc:
+        raise QebError(f"the results file's counterexample is malformed ({exc})") from None
+
+
+def _read_counterexample(text, spec, parse_sexprs, QebError) -> np.ndarray:
     x = np.full(spec.n_inputs, np.nan)
     if spec.version == "1.0":
-        (pairs,) = parse_sexprs(text) or (None,)
-        for pair in pairs or []:
+        exprs = parse_sexprs(text)
+        if len(exprs) != 1:
+            raise QebError("the counterexample must be one list ((X_0 v) ... (Y_m v))")
+        for pair in exprs[0]:
+            if len(pair) != 2:
+                raise QebError(f"expected a pair (NAME value) in the counterexample, got {pair}")
             name, value = str(pair[0]), float(pair[1])
             if name.startswith("X_"):
-                x[int(name[2:])] = value
+                k = int(name[2:])
+                if not 0 <= k < spec.n_inputs:
+                    raise QebError(f"the counterexample assigns {name}, but the property has {spec.n_inputs} inputs")
+                x[k] = value
     else:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         inputs = {v.name: v for v in spec.variables if v.kind == "input"}
@@ -76,6 +109,8 @@ def read_counterexample(text: str, spec: Spec) -> np.ndarray:
             if var is None:
                 raise QebError(f"counterexample names unknown variable '{name}'")
             values = [float(v) for v in lines[i + 1:i + 1 + var.index.size]]
+            if len(values) != var.index.size:
+                raise QebError(f"the counterexample gives {len(values)} values for {name}, which has {var.index.size}")
             if name in inputs:
                 x[var.index] = values
             i += 1 + var.index.size

@@ -34,7 +34,8 @@ def conjoin(dnfs: list[list[Clause]], path: str) -> list[Clause]:
     result: list[Clause] = [[]]
     for dnf in dnfs:
         if len(result) * len(dnf) > MAX_CLAUSES:
-            raise SpecError(f"the property expands to more than {MAX_CLAUSES} disjuncts", path=path)
+            raise SpecError(f"the property expands to more than {MAX_CLAUSES} disjuncts; split it into "
+                            "several instances", path=path)
         result = [a + b for a in result for b in dnf]
     return result
 

@@ -30,8 +30,14 @@ class _Reader:
             if node in self.declared:
                 return {self.declared[node]: 1.0}, 0.0
             try:
-                return {}, float(node)
+                value = float(node)
             except ValueError:
+                value = None
+            if value is not None:
+                if not np.isfinite(value):
+                    raise self.fail(f"the number '{node}' is not finite (NaN or infinity bounds nothing)", node)
+                return {}, value
+            else:
                 if _VAR.match(node):
                     raise self.fail(f"variable '{node}' is used but not declared", node) from None
                 raise self.fail(f"unknown symbol '{node}'", node) from None
@@ -108,6 +114,10 @@ class _Reader:
     def declare(self, cmd: SList) -> None:
         if len(cmd) != 3 or not isinstance(cmd[1], Atom):
             raise self.fail("expected (declare-const NAME Real)", cmd)
+        if cmd[2] != "Real":
+            raise self.fail(f"variable '{cmd[1]}' is declared {cmd[2]}: only Real variables are supported "
+                            "(an integer-valued input is a real one snapped by the model, e.g. by a QuantizeLinear)",
+                            cmd)
         m = _VAR.match(cmd[1])
         if not m:
             raise self.fail(f"variable '{cmd[1]}' must be named X_i (input) or Y_j (output)", cmd)

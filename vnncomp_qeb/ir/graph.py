@@ -94,13 +94,14 @@ class Graph:
 
     # -- printing --------------------------------------------------------------------------
     def describe(self) -> str:
-        """A readable listing of the IR, one op per line."""
+        """A readable listing of the IR, one op per line: output = kind(inputs) parameters : the
+        element type onnxruntime computes it in, per-sample shape <- the ONNX node."""
         lines = [f"graph {self.name}: input {self.input_name} {list(self.input_shape)}"]
         for op in self.ops:
             shape = list(self.shapes.get(op.output, ()))
             src = f"  <- {op.source}" if op.source else ""
             lines.append(
-                f"  {op.output} = {op.kind}({', '.join(op.inputs)}) {op.describe()} : {shape}{src}"
+                f"  {op.output} = {op.kind}({', '.join(op.inputs)}) {op.describe()} : {op.precision} {shape}{src}"
             )
         lines.append(f"outputs: {', '.join(self.outputs)} (size {self.output_size})")
         return "\n".join(lines)

@@ -122,7 +122,7 @@ def to_precision(x: np.ndarray, precision: str) -> np.ndarray:
 class CastFloat(MulConst):
     """A Cast to a narrower floating-point type (``precision``): ``x`` rounded to that type, or
     ``x`` itself — onnxruntime removes a Cast to float16 that meets the Cast back to float32 it
-    inserts before a kernel without float16 support (docs/design.md, "Reduced precision").
+    inserts before a kernel without float16 support (docs/design.md §2.4).
 
     For the analyses it is ``x·1`` computed in that type, i.e. the identity plus the type's
     rounding error, which covers both and which every analysis already bounds for a

@@ -5,7 +5,7 @@ DRA. Linear ops are equality rows; ReLU / Clip are clamps with a binary per side
 saturate (stable neurons get none); every rounding step gets an integer column ``r`` with
 ``t − r`` in the rounding band of ``t = x/s``, then a clamp to the quantizer's range.
 
-Two variants (DESIGN §4):
+Two variants (docs/design.md §3.2):
 - ``proof``: the band is widened by the tie/float32 allowance of :mod:`vnncomp_qeb.analysis.interval`
   and every linear row has the op's rounding-error slack, so the model contains everything
   onnxruntime can compute: its dual bound is a bound on the real network.

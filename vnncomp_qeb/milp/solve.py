@@ -120,10 +120,16 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
         # a stalled proof gives up its time to the witness search (when there is one)
         r = solve_with_fallback(chain, model, left, stop=stop, stop_below=-tol, give_up=search)
         result.solves.append(r)
-        log(f"milp proof polytope {i}: {r.status}{' (stalled)' if r.message == 'stalled' else ''} bound {r.bound:.6g} best "
-            f"{r.objective if r.objective is None else f'{r.objective:.6g}'} ({r.seconds:.2f}s, {r.backend}, "
-            f"{proof.model.n_vars} cols, {proof.n_binaries} binaries, {proof.n_stair_cuts} staircase cuts)")
-        if r.status == INFEASIBLE or r.bound < -tol:
+        done = r.status == INFEASIBLE or r.bound < -tol
+        if done:
+            what = "proven unreachable" + ("" if r.status == INFEASIBLE else f" (slack ≤ {r.bound:.4g} < 0)")
+        else:
+            why = {"stalled": "bound stalled, time goes to the witness search"}.get(r.message, r.status)
+            what = f"open: slack ≤ {r.bound:.4g} ({why})" + (
+                "" if r.objective is None else f", best point found {r.objective:.4g}")
+        log(f"polytope {i + 1}/{len(polytopes)} {what} — {r.seconds:.2f}s {r.backend}, {proof.model.n_vars} columns, "
+            f"{proof.n_binaries} binaries, {proof.n_stair_cuts} staircase cuts")
+        if done:
             continue
         result.proven = False
         result.bound = max(result.bound, min(r.bound, caps[i]))
@@ -136,6 +142,7 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
                     result.found = found
                     return result
     if unproven and time.monotonic() < deadline - 0.1:
+        log(f"witness search on {len(unproven)} open polytope(s) for {deadline - time.monotonic():.0f}s")
         witness = encode(graph, bounds, WITNESS, integer_input)
         targets = [(_with_objective(witness, polytopes[i], y_lo, y_hi)[0], polytopes[i]) for i in unproven]
         result.found = neighbourhood_search(witness, targets, np.vstack(seeds), integer_input=integer_input,
