@@ -24,31 +24,9 @@ from vnncomp_qeb.io.instance import load_instance  # noqa: E402
 from vnncomp_qeb.io.twin_writer import build_twin  # noqa: E402
 from vnncomp_qeb.io.vnnlib_writer import error_bound_v1, error_bound_v2  # noqa: E402
 from vnncomp_qeb.portfolio import verify  # noqa: E402
+from models import gemm_mlp  # noqa: E402  (tests/models.py: the test suite's model builders)
 
 EX = os.path.join(ROOT, "specs", "examples")
-
-
-def _digits_mlp(path: str, sizes=(64, 32, 16, 10), seed=0) -> onnx.ModelProto:
-    from onnx import TensorProto as T
-    from onnx import helper as h
-    from onnx import numpy_helper as nh
-
-    rng = np.random.default_rng(seed)
-    nodes, inits, cur = [], [], "X"
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        inits += [nh.from_array((rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32), f"W{i}"),
-                  nh.from_array((rng.normal(size=b) * 0.1).astype(np.float32), f"B{i}")]
-        out = "Y" if i == len(sizes) - 2 else f"h{i}"
-        nodes.append(h.make_node("Gemm", [cur, f"W{i}", f"B{i}"], [out]))
-        cur = out
-        if out != "Y":
-            nodes.append(h.make_node("Relu", [cur], [f"r{i}"]))
-            cur = f"r{i}"
-    graph = h.make_graph(nodes, "mlp", [h.make_tensor_value_info("X", T.FLOAT, ["N", sizes[0]])],
-                         [h.make_tensor_value_info("Y", T.FLOAT, ["N", sizes[-1]])], inits)
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
-    onnx.save(model, path)
-    return model
 
 
 def _run(spec: str, nets, timeout: float) -> tuple[str, float]:
@@ -74,7 +52,7 @@ def main() -> None:
 
     d = tempfile.mkdtemp(prefix="pair-twin-")
     n_path = os.path.join(d, "n.onnx")
-    model = _digits_mlp(n_path)
+    model = gemm_mlp(n_path, (64, 32, 16, 10))
     centre = np.random.default_rng(1).integers(0, 17, 64).astype(np.float64)
     lo, hi = centre - 0.01, centre + 0.01
     for io32 in (False, True):

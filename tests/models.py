@@ -215,3 +215,24 @@ def float16_mlp(path, sizes=(4, 16, 16, 3), seed=0):
             cur = f"r{i}"
     nodes.append(h.make_node("Identity", [cur], ["y"]))
     return save(nodes, inits, path, sizes[0], sizes[-1], elem=T.FLOAT16)
+
+
+def gemm_mlp(path, sizes, seed=0, weight_scale=1.0, opset=17):
+    """A ReLU MLP of Gemm layers (``y = x·W + b``), input ``X`` and output ``Y`` with a free batch
+    axis, as sklearn's or a hand export writes it: weights N(0, 1/fan-in)·weight_scale."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, cur = [], [], "X"
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        inits += [nh.from_array((rng.normal(size=(a, b)) / np.sqrt(a) * weight_scale).astype(np.float32), f"W{i}"),
+                  nh.from_array((rng.normal(size=b) * 0.1).astype(np.float32), f"B{i}")]
+        out = "Y" if i == len(sizes) - 2 else f"h{i}"
+        nodes.append(h.make_node("Gemm", [cur, f"W{i}", f"B{i}"], [out]))
+        cur = out
+        if out != "Y":
+            nodes.append(h.make_node("Relu", [cur], [f"r{i}"]))
+            cur = f"r{i}"
+    graph = h.make_graph(nodes, "mlp", [h.make_tensor_value_info("X", T.FLOAT, ["N", sizes[0]])],
+                         [h.make_tensor_value_info("Y", T.FLOAT, ["N", sizes[-1]])], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)], ir_version=IR_VERSION)
+    onnx.save(model, str(path))
+    return model

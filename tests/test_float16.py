@@ -10,11 +10,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto as T
-from onnx import helper as h
-from onnx import numpy_helper as nh
 from onnxconverter_common import float16
 
+import models as M
 from vnncomp_qeb.analysis.dra import MODES, difference_bounds
 from vnncomp_qeb.io.instance import load_instance
 from vnncomp_qeb.io.replay import replay
@@ -30,23 +28,7 @@ RADIUS = 0.01
 
 def _float_model(path, seed=0):
     """A ReLU MLP of Gemm layers over digit-like inputs (0..16), as sklearn's would export."""
-    rng = np.random.default_rng(seed)
-    nodes, inits, cur = [], [], "X"
-    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
-        W = (rng.normal(size=(a, b)) / np.sqrt(a) / 4).astype(np.float32)
-        B = (rng.normal(size=b) * 0.1).astype(np.float32)
-        inits += [nh.from_array(W, f"W{i}"), nh.from_array(B, f"B{i}")]
-        out = "Y" if i == len(SIZES) - 2 else f"h{i}"
-        nodes.append(h.make_node("Gemm", [cur, f"W{i}", f"B{i}"], [out]))
-        cur = out
-        if out != "Y":
-            nodes.append(h.make_node("Relu", [cur], [f"r{i}"]))
-            cur = f"r{i}"
-    graph = h.make_graph(nodes, "mlp", [h.make_tensor_value_info("X", T.FLOAT, ["N", SIZES[0]])],
-                         [h.make_tensor_value_info("Y", T.FLOAT, ["N", SIZES[-1]])], inits)
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
-    onnx.save(model, str(path))
-    return model
+    return M.gemm_mlp(path, SIZES, seed, weight_scale=0.25)
 
 
 @pytest.fixture(scope="module")

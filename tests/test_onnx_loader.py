@@ -84,3 +84,35 @@ def test_integer_input_refused(tmp_path):
     onnx.save(h.make_model(graph, ir_version=8, opset_imports=[h.make_opsetid("", 13)]), str(path))
     with pytest.raises(ModelError, match="only float inputs"):
         load_onnx(str(path))
+
+
+def test_max_min_clamp_is_one_clip(tmp_path):
+    """``Min(Max(x, 0), 6)`` as exporters write a clip: read, evaluated as onnxruntime does, one
+    Clip after normalisation, and its interval bounds hold every sampled output."""
+    import onnxruntime as ort
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    from vnncomp_qeb.analysis.interval import output_bounds
+    from vnncomp_qeb.ir import ops
+    from vnncomp_qeb.ir.fuse import normalise
+
+    rng = np.random.default_rng(0)
+    W0, W1 = rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=(5, 2)).astype(np.float32)
+    nodes = [h.make_node("MatMul", ["x", "W0"], ["z"]), h.make_node("Max", ["z", "zero"], ["a"]),
+             h.make_node("Min", ["a", "six"], ["r"]), h.make_node("MatMul", ["r", "W1"], ["y"])]
+    inits = [nh.from_array(W0, "W0"), nh.from_array(W1, "W1"), nh.from_array(np.array(0, np.float32), "zero"),
+             nh.from_array(np.array(6, np.float32), "six")]
+    path = M.save(nodes, inits, tmp_path / "relu6.onnx", 3, 2)
+    g = load_onnx(path)
+    clips = [op for op in normalise(g).ops if isinstance(op, ops.Clip)]
+    assert len(clips) == 1 and (clips[0].lo, clips[0].hi) == (0.0, 6.0)
+    x = rng.uniform(-4, 4, size=(2000, 3))
+    y = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x.astype(np.float32)})[0]
+    np.testing.assert_allclose(g.evaluate(x.astype(np.float32).astype(np.float64)), y, rtol=1e-5, atol=1e-5)
+    lo, hi = output_bounds(normalise(g), np.full((1, 3), -4.0), np.full((1, 3), 4.0))
+    assert np.all(y >= lo) and np.all(y <= hi)
+    bad = M.save([h.make_node("Max", ["x", "x"], ["y"])], [], tmp_path / "max2.onnx", 3, 3)
+    with pytest.raises(Exception, match="2 variable tensors"):
+        load_onnx(bad)

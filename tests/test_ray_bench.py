@@ -1,6 +1,7 @@
-"""``bench --ray`` on a real Ray cluster of several nodes on this machine (127.0.0.1 only): the
-same verdicts as a local run, a node killed mid-run loses no instance and records none twice,
-and --resume runs only what the journal lacks."""
+"""Scale-out on a real Ray cluster of several nodes on this machine (127.0.0.1 only). ``bench
+--ray``: the same verdicts as a local run, a node killed mid-run loses no instance and records
+none twice, --resume runs only what the journal lacks. ``verify --ray``: MILP shares and DRA
+batches on the workers give the verdicts exhaustive enumeration gives."""
 
 import os
 import shutil
@@ -88,3 +89,40 @@ def test_resume_skips_finished_rows(cluster, tmp_path):
     assert all(r.node.startswith("127.0.0.1/") for r in done[2:])
     assert [r.verdict for r in done[2:]] == ["sat", "sat"]
     assert len((out / bench.JOURNAL).read_text().splitlines()) == 4
+
+
+def test_verify_on_ray_matches_enumeration(cluster, tmp_path, monkeypatch):
+    """Tiny fixed-point twins (8 snapped inputs, 65,536 grid points): ε just above and below the
+    enumerated maximum, decided with the DRA batches (branch and bound) and then with the MILP
+    shares (no splitting) on the cluster's workers."""
+    import numpy as np
+
+    import models as M
+    import vnncomp_qeb.portfolio as P
+    from test_neighbourhood import N_IN, _case, _twin
+    from vnncomp_qeb.io.replay import replay
+
+    import vnncomp_qeb.cluster.remote_calls as rc
+
+    c, _ = cluster
+    ray.init(address=c.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    used = {"dra": 0, "milp": 0}
+    rows, run_all = rc.RemoteDRA.rows, rc.run_remote_all
+    monkeypatch.setattr(rc.RemoteDRA, "rows", lambda self, *a: used.__setitem__("dra", used["dra"] + 1) or rows(self, *a))
+    monkeypatch.setattr(rc, "run_remote_all", lambda *a, **k: used.__setitem__("milp", used["milp"] + 1) or run_all(*a, **k))
+    path = _twin(tmp_path / "t.onnx", 3, 4)
+    k_lo = np.full(N_IN, -2.0)
+    _, dom = _case(tmp_path, path, k_lo, 1.0)  # the faithful twin is exact: its evaluator is onnxruntime's
+    top = float(np.abs(dom.graph.evaluate(M.grid_points(k_lo, k_lo + 3, 1.0).astype(np.float64))[:, 0]).max())
+    for stage in ("branch-and-bound", "milp"):
+        if stage == "milp":
+            monkeypatch.setattr(P, "SPLIT_DIMS", 0)
+            monkeypatch.setattr(P, "SPLIT_SHARE", 0.0)
+        for eps, truth in ((top * 1.001, "unsat"), (top * 0.999, "sat")):
+            inst, _ = _case(tmp_path, path, k_lo, eps)
+            monkeypatch.setattr(P._Run, "falsify", lambda self: None)  # the cluster must decide it
+            out = P.verify(inst, 40, log=lambda m: None, settings=P.Settings(ray=True))
+            assert out.verdict == truth, (stage, eps, out)
+            if truth == "sat":
+                assert replay(inst, np.asarray(out.replay.x, dtype=np.float64)).ok
+        assert used["dra" if stage == "branch-and-bound" else "milp"] > 0, used  # the workers did the work

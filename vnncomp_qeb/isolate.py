@@ -119,10 +119,10 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
                 results[i] = _poll(child, proc, recv, cap, deadline, peaks, i)
                 if results[i] is None:
                     continue
-                if enough(results[i]):
-                    results = [r if r is not None else Isolated(CANCELLED) for r in results]
+                settled, helper = after_call(results, i, enough, refill, deadline)
+                if settled:
+                    results = cancel_rest(results)
                     break
-                helper = refill(results) if refill is not None and time.monotonic() < deadline else None
                 if helper is not None:
                     results.append(None)
                     peaks.append(0.0)
@@ -134,10 +134,23 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
                 _kill_tree(proc)
             child.join(timeout=2)
             recv.close()
-    results = [r if r is not None else Isolated(CANCELLED) for r in results]
+    results = cancel_rest(results)
     for r, peak in zip(results, peaks):
         r.peak_mb = peak
     return results
+
+
+def after_call(results: list, i: int, enough, refill, deadline: float) -> tuple[bool, tuple | None]:
+    """Call ``i`` has ended: (True, None) when its result settles the batch (``enough``), else
+    (False, the helper call ``refill`` offers for the freed core, or None)."""
+    if enough(results[i]):
+        return True, None
+    return False, (refill(results) if refill is not None and time.monotonic() < deadline else None)
+
+
+def cancel_rest(results: list) -> list[Isolated]:
+    """Every call without a result marked cancelled."""
+    return [r if r is not None else Isolated(CANCELLED) for r in results]
 
 
 def _poll(child, proc: psutil.Process, recv, cap: float, deadline: float, peaks: list, i: int) -> Isolated | None:

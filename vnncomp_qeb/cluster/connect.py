@@ -1,5 +1,6 @@
 """Connecting to a Ray runtime: ``local`` (started for this run, on 127.0.0.1, shut down at the
-end), ``auto`` (a running cluster, e.g. after ``ray start --head``) or ``HOST:PORT``."""
+end; ``local:N`` with N CPUs), ``auto`` (a running cluster, e.g. after ``ray start --head``) or
+``HOST:PORT``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-machine 
 @contextlib.contextmanager
 def ray_runtime(address: str, num_cpus: int | None = None):
     """Context in which ``ray`` is initialised for ``address``; yields the ray module."""
+    if address.startswith("local:"):  # local:N — a local runtime with N CPUs (simulated scale-out)
+        try:
+            num_cpus, address = int(address.split(":", 1)[1]), "local"
+        except ValueError:
+            raise QebError(f"--ray local:N needs a number of CPUs, got {address!r}") from None
     if address == "local":
         # every part of a local runtime on the loopback address (Ray otherwise advertises the
         # machine's outward IP even when told 127.0.0.1)

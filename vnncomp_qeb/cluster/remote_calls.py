@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from vnncomp_qeb.isolate import CANCELLED, CRASHED, OK, OUT_OF_TIME, Isolated
+from vnncomp_qeb.isolate import CANCELLED, CRASHED, OK, OUT_OF_TIME, Isolated, after_call, cancel_rest
 
 POLL_S = 0.02
 
@@ -65,10 +65,10 @@ def run_remote_all(calls: list[tuple[Callable, tuple]], *, deadline: float, dead
                     results[i] = Isolated(OK, ray.get(ref))
                 except Exception as exc:  # the task raised, or its worker died
                     results[i] = Isolated(CRASHED, message=f"{type(exc).__name__}: {exc}"[:500])
-                if enough(results[i]):
-                    results = [r if r is not None else Isolated(CANCELLED) for r in results]
+                settled, helper = after_call(results, i, enough, refill, deadline)
+                if settled:
+                    results = cancel_rest(results)
                     break
-                helper = refill(results) if refill is not None and time.monotonic() < deadline else None
                 if helper is not None:
                     results.append(None)
                     start(*helper)
@@ -76,7 +76,7 @@ def run_remote_all(calls: list[tuple[Callable, tuple]], *, deadline: float, dead
         for ref, r in zip(refs, results):
             if r is None or r.status in (CANCELLED, OUT_OF_TIME):
                 ray.cancel(ref, force=True)
-    return [r if r is not None else Isolated(CANCELLED) for r in results]
+    return cancel_rest(results)
 
 
 def _dra_rows(graph, lower: np.ndarray, upper: np.ndarray, A: np.ndarray):

@@ -95,6 +95,27 @@ def _clip(ctx, node):
     ctx.emit(ops.Clip((ctx.var(node.input[0]),), ctx.out_name(), lo=float(lo), hi=float(hi)))
 
 
+@handles("Max", "Min")
+def _max_min(ctx, node):
+    """``Max(x, c)`` / ``Min(x, c)`` with a scalar constant: a one-sided clamp (how exporters write
+    ``clip``, e.g. ``Min(Max(x, 0), 255)``)."""
+    names = [n for n in node.input if n]
+    consts = [n for n in names if ctx.is_const(n)]
+    variables = [n for n in names if not ctx.is_const(n)]
+    if len(variables) != 1:
+        raise ctx.unsupported(f"{node.op_type} of {len(variables)} variable tensors (only a clamp by a constant)")
+    values = [np.asarray(ctx.const(n), dtype=np.float64) for n in consts]
+    if any(v.size != 1 for v in values):
+        raise ctx.unsupported(f"{node.op_type} with a non-scalar constant")
+    x = ctx.var(variables[0])
+    if not values:  # Max/Min of one tensor: itself
+        ctx.bind(node.output[0], x)
+        return
+    bound = max(float(v) for v in values) if node.op_type == "Max" else min(float(v) for v in values)
+    lo, hi = (bound, np.inf) if node.op_type == "Max" else (-np.inf, bound)
+    ctx.emit(ops.Clip((x,), ctx.out_name(), lo=lo, hi=hi))
+
+
 @handles("Round", "Floor", "Ceil")
 def _round(ctx, node):
     mode = {"Round": "half_even", "Floor": "floor", "Ceil": "ceil"}[node.op_type]

@@ -101,6 +101,34 @@ def fold_scale_into_affine(graph: Graph) -> Graph:
     return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
 
 
+def merge_clamps(graph: Graph) -> Graph:
+    """A clamp read only by another clamp (``Min(Max(x, a), b)``, ``Relu`` then ``Clip``) becomes
+    one ``Clip``: the same function, and the layer keeps the one activation the analyses pair."""
+    readers = graph.consumers()
+    by_output = {op.output: op for op in graph.ops}
+    merged: dict[str, ops.Op] = {}  # first clamp's output -> the clamp it was folded into
+    out_ops: list[ops.Op] = []
+    for op in graph.ops:
+        prev = by_output.get(op.inputs[0]) if op.inputs else None
+        prev = merged.get(prev.output, prev) if prev is not None else None
+        if (isinstance(op, (ops.Clip, ops.Relu)) and isinstance(prev, (ops.Clip, ops.Relu))
+                and len(readers.get(prev.output, [])) == 1 and prev.output not in graph.outputs):
+            lo = max(_clamp(prev)[0], _clamp(op)[0])
+            hi = min(_clamp(prev)[1], _clamp(op)[1])
+            new = ops.Clip(prev.inputs, op.output, lo=lo, hi=max(lo, hi), source=f"{prev.source} → {op.source}",
+                           precision=ops.coarsest(prev.precision, op.precision))
+            out_ops[out_ops.index(prev)] = new
+            merged[op.output] = new
+            continue
+        out_ops.append(op)
+    return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
+
+
+def _clamp(op: ops.Op) -> tuple[float, float]:
+    return (0.0, np.inf) if isinstance(op, ops.Relu) else (op.lo, op.hi)
+
+
 def normalise(graph: Graph) -> Graph:
-    """The form the analyses work on: fake-quant chains fused, scalings folded into weights."""
-    return fold_scale_into_affine(fuse_fake_quant(graph))
+    """The form the analyses work on: clamps merged, fake-quant chains fused, scalings folded
+    into weights."""
+    return fold_scale_into_affine(fuse_fake_quant(merge_clamps(graph)))
