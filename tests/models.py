@@ -48,15 +48,17 @@ def float_mlp(path, sizes=(4, 8, 8, 3), seed=0, gemm=True):
 
 
 def quantize(float_path, out_path, fmt="QDQ", per_channel=False, n_in=4, seed=0, low=-1.0, high=1.0,
-             activation="QInt8", weight="QInt8"):
-    """int8 (or other integer type) model written by onnxruntime.quantization.quantize_static."""
+             activation="QInt8", weight="QInt8", shape=None):
+    """int8 (or other integer type) model written by onnxruntime.quantization.quantize_static;
+    calibration inputs of per-sample ``shape`` (default ``(n_in,)``)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     rng = np.random.default_rng(seed)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.it = iter([{"x": rng.uniform(low, high, size=(1, n_in)).astype(np.float32)} for _ in range(64)])
+            size = (1,) + tuple(shape or (n_in,))
+            self.it = iter([{"x": rng.uniform(low, high, size=size).astype(np.float32)} for _ in range(64)])
 
         def get_next(self):
             return next(self.it, None)
@@ -236,3 +238,35 @@ def gemm_mlp(path, sizes, seed=0, weight_scale=1.0, opset=17):
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)], ir_version=IR_VERSION)
     onnx.save(model, str(path))
     return model
+
+
+def cnn(path, channels=1, hw=(6, 6), seed=0, batch_norm=True):
+    """A small CNN as exporters write it: Conv (padded) → BatchNormalization → Relu → Conv
+    (strided, 2 groups) → Relu → AveragePool → Flatten → Gemm; input ``x`` (N, C, H, W)."""
+    rng = np.random.default_rng(seed)
+    H, W = hw
+    K1 = (rng.normal(size=(4, channels, 3, 3)) / 3).astype(np.float32)
+    K2 = (rng.normal(size=(4, 2, 2, 2)) / 2).astype(np.float32)
+    h2, w2 = (H + 2 - 3 + 1 - 2) // 2 + 1, (W + 2 - 3 + 1 - 2) // 2 + 1
+    n_flat = 4 * (h2 - 1) * (w2 - 1)
+    arrays = {"K1": K1, "b1": (rng.normal(size=4) * 0.1).astype(np.float32), "K2": K2,
+              "b2": (rng.normal(size=4) * 0.1).astype(np.float32),
+              "Wf": (rng.normal(size=(n_flat, 2)) / np.sqrt(n_flat)).astype(np.float32),
+              "bf": (rng.normal(size=2) * 0.1).astype(np.float32),
+              "g": rng.uniform(0.5, 1.5, 4).astype(np.float32), "beta": (rng.normal(size=4) * 0.1).astype(np.float32),
+              "mu": (rng.normal(size=4) * 0.1).astype(np.float32), "var": rng.uniform(0.5, 2, 4).astype(np.float32)}
+    nodes = [h.make_node("Conv", ["x", "K1", "b1"], ["c1"], pads=[1, 1, 1, 1])]
+    if batch_norm:
+        nodes.append(h.make_node("BatchNormalization", ["c1", "g", "beta", "mu", "var"], ["n1"]))
+    nodes += [h.make_node("Relu", ["n1" if batch_norm else "c1"], ["r1"]),
+              h.make_node("Conv", ["r1", "K2", "b2"], ["c2"], strides=[2, 2], group=2),
+              h.make_node("Relu", ["c2"], ["r2"]),
+              h.make_node("AveragePool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[1, 1]),
+              h.make_node("Flatten", ["p"], ["f"]), h.make_node("Gemm", ["f", "Wf", "bf"], ["y"])]
+    graph = h.make_graph(nodes, "cnn", [h.make_tensor_value_info("x", T.FLOAT, ["N", channels, H, W])],
+                         [h.make_tensor_value_info("y", T.FLOAT, ["N", 2])],
+                         [nh.from_array(a, n) for n, a in arrays.items()])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], ir_version=IR_VERSION)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)

@@ -64,8 +64,14 @@ def read_instances(csv_path: str, timeout: float | None = None, match: str = "")
     return rows
 
 
-def run_one(row: Row, extra: list[str]) -> Row:
-    """Run the verifier on one instance in its own process (killed if it overstays)."""
+def run_one(row: Row, extra: list[str], threads: int | None = None) -> Row:
+    """Run the verifier on one instance in its own process (killed if it overstays), its BLAS
+    limited to ``threads`` (instances run side by side must not oversubscribe the cores)."""
+    env = None
+    if threads is not None:
+        env = dict(os.environ)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, str(threads))
     with tempfile.TemporaryDirectory(prefix="qeb-bench-") as tmp:
         out = os.path.join(tmp, "out.json")
         # its own process group, watching this process: if the runner (or the Ray worker running
@@ -75,7 +81,7 @@ def run_one(row: Row, extra: list[str]) -> Row:
         t0 = time.monotonic()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=row.timeout + KILL_GRACE_S,
-                                  stdin=subprocess.DEVNULL, cwd=row.cwd or None, start_new_session=True)
+                                  stdin=subprocess.DEVNULL, cwd=row.cwd or None, start_new_session=True, env=env)
             err = proc.stderr.strip().splitlines()
         except subprocess.TimeoutExpired:
             err = ["killed by the runner"]
@@ -159,10 +165,12 @@ def run_all(rows: list[Row], jobs: int, extra: list[str], progress: bool = True,
         cores_extra = extra if "--milp-workers" in extra else extra + ["--milp-workers", str(cores_per_instance)]
         run_on_ray(todo, cores_extra, ray_address, cores_per_instance, done)
     else:
+        share = max(1, usable_cores() // max(jobs, 1))
         if jobs > 1 and "--milp-workers" not in extra:
-            extra = extra + ["--milp-workers", str(max(1, usable_cores() // jobs))]
+            extra = extra + ["--milp-workers", str(share)]
+        threads = share if jobs > 1 else None
         with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
-            for fut in as_completed([pool.submit(run_one, r, extra) for r in todo]):
+            for fut in as_completed([pool.submit(run_one, r, extra, threads) for r in todo]):
                 done(fut.result())
     bar.close()
     return [finished[r.key] for r in rows if r.key in finished]

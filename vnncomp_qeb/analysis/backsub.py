@@ -30,7 +30,7 @@ def _flat(x: np.ndarray) -> np.ndarray:
 def affine_error(op: ops.Affine, bounds: Bounds) -> np.ndarray:
     """Bound (B, out) on the rounding error of evaluating ``op`` (γ_n with n + 2 terms)."""
     mag_in = _mag(bounds, op.inputs[0])
-    return dot_error(op, op.W.shape[0], mag_in @ np.abs(op.W) + (0 if op.b is None else np.abs(op.b)),
+    return dot_error(op, op.fan_in + op.extra_steps, mag_in @ np.abs(op.W) + (0 if op.b is None else np.abs(op.b)),
                      _mag(bounds, op.output))
 
 

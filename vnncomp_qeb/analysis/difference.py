@@ -213,15 +213,15 @@ def _layers(twin: Twin):
     n_layers, q_layers = _stack(f_ops), _stack(q_ops)
     if not n_layers or not q_layers or len(n_layers) != len(q_layers) or n_layers[-1][1] is not None:
         return None
-    for k, ((fa, f_act), (qa, q_act)) in enumerate(zip(n_layers, q_layers)):
-        last = k == len(n_layers) - 1
-        if fa.W.shape != qa.W.shape or (not last and (f_act is None or q_act is None)):
+    for (fa, _), (qa, _) in zip(n_layers, q_layers):
+        if fa.W.shape != qa.W.shape:
             return None
     source = q_input.inputs[0] if q_input is not None else q_layers[0][0].inputs[0]
     if n_layers[0][0].inputs[0] != source:
         return None
-    for k in range(1, len(n_layers)):  # each layer reads the previous activation
-        if n_layers[k][0].inputs[0] != n_layers[k - 1][1].output or q_layers[k][0].inputs[0] != q_layers[k - 1][1].output:
+    out = lambda layer: (layer[1] or layer[0]).output  # noqa: E731  (a layer may have no activation)
+    for k in range(1, len(n_layers)):  # each layer reads the previous one's output
+        if n_layers[k][0].inputs[0] != out(n_layers[k - 1]) or q_layers[k][0].inputs[0] != out(q_layers[k - 1]):
             return None
     return q_input, n_layers, q_layers, out_casts
 
@@ -267,13 +267,13 @@ class DifferenceGraph:
             shapes[noise.output] = shapes[fa.output]
             new_ops.append(noise)
             dz = noise.output
-            if q_act is not None:
-                a_name = f_act.output if f_act is not None else fa.output
-                act = DiffActivation((dz,), f"δ{k}", act=f_act, qact=q_act, z=fa.output, a=a_name,
-                                     zq=qa.output, aq=q_act.output)
+            if q_act is not None or f_act is not None:  # None: that side is the identity
+                act = DiffActivation((dz,), f"δ{k}", act=f_act, qact=q_act, z=fa.output, a=(f_act or fa).output,
+                                     zq=qa.output, aq=(q_act or qa).output)
                 shapes[act.output] = shapes[fa.output]
                 new_ops.append(act)
-                delta = dz = act.output
+                dz = act.output
+            delta = dz
         for k, cast in enumerate(out_casts):  # N − cast(Q) = (N − Q) + (Q − cast(Q)), and so for N
             noise = CastNoise((dz,), f"δ_out{k}", cast=cast)
             shapes[noise.output] = shapes[dz]

@@ -76,7 +76,7 @@ def _step(op: ops.Op, st: list, bounds) -> float | None:
     out_mag = _mag(bounds, op.output)
     p = op.precision
     if isinstance(op, ops.Affine):
-        sw = dyadic_step(op.W)
+        sw = dyadic_step(op.weights())
         sb = np.inf if op.b is None else dyadic_step(op.b)
         if sw is None or sb is None:
             return None

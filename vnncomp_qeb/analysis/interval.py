@@ -85,6 +85,7 @@ def _mag(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def _affine(op: ops.Affine, lo, hi):
+    lo, hi = lo.reshape(lo.shape[0], -1), hi.reshape(hi.shape[0], -1)
     c = (lo + hi) / 2
     r = (hi - lo) / 2
     absW = np.abs(op.W)
@@ -94,7 +95,7 @@ def _affine(op: ops.Affine, lo, hi):
     if op.b is not None:
         yc = yc + op.b
         mag = mag + np.abs(op.b)
-    return _widen(yc - yr, yc + yr, dot_error(op, op.W.shape[0], mag, _mag(yc - yr, yc + yr)))
+    return _widen(yc - yr, yc + yr, dot_error(op, op.fan_in + op.extra_steps, mag, _mag(yc - yr, yc + yr)))
 
 
 def _scale(op: ops.MulConst, lo, hi):

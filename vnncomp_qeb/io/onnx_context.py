@@ -74,6 +74,8 @@ class LoadContext:
         self.ops: list[ops.Op] = []
         self.node: onnx.NodeProto | None = None
         self.types: dict[str, int] = {}  # ONNX element type of every tensor shape inference typed
+        # ONNX per-sample shape of tensors the IR holds flat (a convolution's (C, H, W) output)
+        self.logical: dict[str, tuple[int, ...]] = {}
         self.default_precision = "float32"
         self.precision = "float32"  # of the node being translated
         self._fresh = 0
@@ -108,8 +110,13 @@ class LoadContext:
         return name
 
     def shape(self, name: str) -> tuple[int, ...]:
-        """Per-sample shape of a variable tensor."""
+        """Per-sample shape of a variable tensor as the IR holds it."""
         return tuple(self.samples[self.var(name)].shape[1:])
+
+    def logical_shape(self, name: str) -> tuple[int, ...]:
+        """Per-sample shape of a variable tensor as the ONNX graph has it (the IR may hold a
+        convolution's output flat)."""
+        return self.logical.get(self.var(name), self.shape(name))
 
     def fresh(self, base: str) -> str:
         self._fresh += 1
@@ -127,6 +134,10 @@ class LoadContext:
             raise ModelError(f"node {self.where()}: shapes do not fit ({exc})", path=self.path) from exc
         self.samples[op.output] = np.zeros_like(out)
         self.ops.append(op)
+        src = op.inputs[0] if op.inputs else None
+        if (src in self.logical and not isinstance(op, (ops.Reshape, ops.Affine))
+                and out[0].size == self.samples[src][0].size):  # elementwise: same ONNX shape
+            self.logical[op.output] = self.logical[src]
         if tag is not None:
             self.tags[op.output] = tag
         return op.output
@@ -166,12 +177,26 @@ class LoadContext:
         """A constant broadcast against a full (batch-first) tensor, re-expressed against the
         per-sample shape of ``like``: a leading size-1 batch axis is dropped."""
         c = np.asarray(c, dtype=np.float64)
-        rank = len(self.shape(like))
-        if c.ndim == rank + 1:
+        shape = self.logical_shape(like)
+        if c.ndim == len(shape) + 1:
             if c.shape[0] != 1:
                 raise self.unsupported(f"constant of shape {list(c.shape)} broadcasts over the batch axis")
             c = c[0]
+        if self.var(like) in self.logical and c.size > 1:  # against the ONNX shape, then flat
+            try:
+                c = np.broadcast_to(c, shape).reshape(-1)
+            except ValueError:
+                raise self.unsupported(f"constant of shape {list(c.shape)} does not broadcast to {list(shape)}") from None
         return c
+
+    def per_axis(self, values: np.ndarray, axis: int, like: str) -> np.ndarray:
+        """A per-axis parameter (1-D, along ``axis`` of a batch-first tensor) shaped to broadcast
+        against the IR tensor ``like`` (flattened where the IR holds it flat)."""
+        shape = self.logical_shape(like)
+        v = self.axis_shape(values, axis, len(shape))
+        if self.var(like) in self.logical and v.size > 1:
+            v = np.broadcast_to(v, shape).reshape(-1)
+        return v
 
     def axis_shape(self, values: np.ndarray, axis: int, per_sample_rank: int) -> np.ndarray:
         """Reshape a 1-D per-axis parameter so it broadcasts along ``axis`` of a batch-first

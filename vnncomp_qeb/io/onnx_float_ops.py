@@ -125,18 +125,21 @@ def _round(ctx, node):
 @handles("Flatten")
 def _flatten(ctx, node):
     x = ctx.var(node.input[0])
-    shape = ctx.shape(x)
+    shape = ctx.logical_shape(x)
     axis = attr(node, "axis", 1)
     axis = axis + len(shape) + 1 if axis < 0 else axis
     if axis == 0 or int(np.prod(shape[: axis - 1], dtype=np.int64)) != 1:
         raise ctx.unsupported(f"Flatten with axis={axis} would merge the batch axis")
+    if len(ctx.shape(x)) == 1:  # held flat already (a convolution's output): nothing to do
+        ctx.bind(node.output[0], x)
+        return
     ctx.emit(ops.Reshape((x,), ctx.out_name(), shape=(int(np.prod(shape, dtype=np.int64)),)))
 
 
 @handles("Reshape")
 def _reshape(ctx, node):
     x = ctx.var(node.input[0])
-    shape = ctx.shape(x)
+    shape = ctx.logical_shape(x)
     target = [int(t) for t in ctx.const(node.input[1]).reshape(-1)]
     if not target or target[0] not in (1, -1, 0):
         raise ctx.unsupported(f"Reshape to {target}: the first axis must stay the batch axis")

@@ -10,7 +10,7 @@ import onnx
 from onnx import numpy_helper
 
 from vnncomp_qeb.errors import ModelError
-from vnncomp_qeb.io import onnx_float_ops, onnx_quant_ops  # noqa: F401  (register handlers)
+from vnncomp_qeb.io import onnx_conv_ops, onnx_float_ops, onnx_quant_ops  # noqa: F401  (register handlers)
 from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, HANDLERS, PRECISION_OF, LoadContext, attr
 from vnncomp_qeb.io.onnx_quant_ops import dequantize_const
 from vnncomp_qeb.ir import ops

@@ -51,9 +51,8 @@ def dequantize_const(q: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int
 def fake_quant(ctx: LoadContext, x: str, out: str, scale, zp, dtype: int, axis: int = 1) -> str:
     """Emit ``FakeQuant`` of variable ``x`` with ONNX (per-tensor or per-axis) parameters."""
     qmin, qmax = _int_range(ctx, dtype)
-    rank = len(ctx.shape(x))
-    s = ctx.axis_shape(np.asarray(scale, dtype=np.float64), axis, rank)
-    z = ctx.axis_shape(np.asarray(zp, dtype=np.float64), axis, rank)
+    s = ctx.per_axis(np.asarray(scale, dtype=np.float64), axis, x)
+    z = ctx.per_axis(np.asarray(zp, dtype=np.float64), axis, x)
     if np.any(s <= 0) or not np.all(np.isfinite(s)):
         raise ctx.unsupported("quantization scale must be positive and finite")
     tag = QTag(s, z, qmin, qmax)
@@ -114,8 +113,8 @@ def _dequantize(ctx, node):
     zp, _ = _zero_point(ctx, _optional(node, 2))
     axis = attr(node, "axis", 1)
     if np.asarray(scale).size > 1 and ctx.is_var(node.input[0]):
-        scale = ctx.axis_shape(scale, axis, len(ctx.shape(node.input[0])))
-        zp = ctx.axis_shape(zp, axis, len(ctx.shape(node.input[0])))
+        scale = ctx.per_axis(scale, axis, node.input[0])
+        zp = ctx.per_axis(zp, axis, node.input[0])
     ctx.bind(node.output[0], real_of(ctx, node.input[0], scale, zp))
 
 

@@ -8,6 +8,8 @@ The analyses then relax one rounding band instead of three separate ops.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from vnncomp_qeb.ir import ops
@@ -80,8 +82,8 @@ def fuse_fake_quant(graph: Graph) -> Graph:
 
 
 def fold_scale_into_affine(graph: Graph) -> Graph:
-    """``MulConst(c) → Affine(W, b)`` with a scalar c and one reader becomes ``Affine(c·W, b)``.
-    (The Affine's float32 error bound keeps one spare rounding term, which covers the scaling.)"""
+    """``MulConst(c) → Affine(W, b)`` with a scalar c and one reader becomes ``Affine(c·W, b)``
+    (one more rounding step in its error bound: the scaling)."""
     readers = graph.consumers()
     by_input: dict[str, ops.Op] = {}
     out_ops: list[ops.Op] = []
@@ -96,7 +98,7 @@ def fold_scale_into_affine(graph: Graph) -> Graph:
             scale = by_input[op.inputs[0]]
             op = ops.Affine(scale.inputs, op.output, W=op.W * _factor(scale), b=op.b,
                             source=f"{scale.source} + {op.source}",
-                            precision=ops.coarsest(scale.precision, op.precision))
+                            precision=ops.coarsest(scale.precision, op.precision), extra_steps=op.extra_steps + 1)
         out_ops.append(op)
     return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
 
@@ -128,7 +130,67 @@ def _clamp(op: ops.Op) -> tuple[float, float]:
     return (0.0, np.inf) if isinstance(op, ops.Relu) else (op.lo, op.hi)
 
 
+def fold_affine_outputs(graph: Graph) -> Graph:
+    """``Affine(W, b) → MulConst(k) → AddConst(c)`` (a BatchNormalization after a Conv, per output
+    element or scalar) becomes ``Affine(W·k, b·k + c)``, as onnxruntime's Conv+BN fusion computes
+    it. Each fold adds a rounding step to the op's error bound (``extra_steps``)."""
+    readers = graph.consumers()
+    by_output = {op.output: op for op in graph.ops}
+    out_ops: list[ops.Op] = []
+    for op in graph.ops:
+        prev = by_output.get(op.inputs[0]) if op.inputs else None
+        folded = None
+        if (isinstance(prev, ops.Affine) and len(readers.get(prev.output, [])) == 1
+                and prev.output not in graph.outputs and prev in out_ops):
+            n = prev.W.shape[1]
+            common = dict(source=f"{prev.source} + {op.source}", precision=ops.coarsest(prev.precision, op.precision),
+                          extra_steps=prev.extra_steps + 1)
+            if type(op) is ops.MulConst and not op.divide and np.size(op.c) in (1, n):
+                k = np.broadcast_to(np.asarray(op.c, dtype=np.float64), (n,))
+                W = prev.W @ _diag(k) if prev.sparse else prev.W * k[None, :]
+                folded = ops.Affine(prev.inputs, op.output, W=W, b=None if prev.b is None else prev.b * k, **common)
+            elif type(op) is ops.AddConst and np.size(op.c) in (1, n):
+                c = np.broadcast_to(np.asarray(op.c, dtype=np.float64), (n,))
+                folded = ops.Affine(prev.inputs, op.output, W=prev.W, b=c.copy() if prev.b is None else prev.b + c,
+                                    **common)
+        if folded is not None:
+            out_ops[out_ops.index(prev)] = folded
+            by_output[op.output] = folded
+            continue
+        out_ops.append(op)
+    return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
+
+
+def _diag(k: np.ndarray):
+    import scipy.sparse as sp
+
+    return sp.diags_array(k)
+
+
+def drop_requantization(graph: Graph) -> Graph:
+    """A FakeQuant whose input is another FakeQuant with the same scale, zero point and range
+    (a QDQ pair around a reshape, as quantize_static writes for Flatten) is that input: the
+    value already lies on the grid, and rounding it again changes nothing."""
+    by_output = {op.output: op for op in graph.ops}
+    alias: dict[str, str] = {}
+    out_ops: list[ops.Op] = []
+    for op in graph.ops:
+        op_inputs = tuple(alias.get(n, n) for n in op.inputs)
+        prev = by_output.get(op_inputs[0]) if op_inputs else None
+        if (isinstance(op, ops.FakeQuant) and isinstance(prev, ops.FakeQuant) and op.output not in graph.outputs
+                and np.array_equal(np.broadcast_to(op.scale, np.shape(prev.scale)), prev.scale)
+                and np.array_equal(np.broadcast_to(op.zero_point, np.shape(prev.zero_point)), prev.zero_point)
+                and (op.qmin, op.qmax) == (prev.qmin, prev.qmax) and op.mode in ("half_even", "half_up", "half_away")):
+            alias[op.output] = prev.output
+            continue
+        if op_inputs != op.inputs:
+            op = replace(op, inputs=op_inputs)
+        out_ops.append(op)
+    outputs = [alias.get(o, o) for o in graph.outputs]
+    return Graph(graph.input_name, graph.input_shape, out_ops, outputs, name=graph.name)
+
+
 def normalise(graph: Graph) -> Graph:
     """The form the analyses work on: clamps merged, fake-quant chains fused, scalings folded
-    into weights."""
-    return fold_scale_into_affine(fuse_fake_quant(merge_clamps(graph)))
+    into weights (before and after: an input scaling, a BatchNormalization after a Conv)."""
+    return fold_affine_outputs(fold_scale_into_affine(drop_requantization(fuse_fake_quant(merge_clamps(graph)))))

@@ -56,18 +56,39 @@ class Op:
 
 @dataclass(eq=False)
 class Affine(Op):
-    """``y = x @ W + b`` over the last axis; W has shape (in, out)."""
+    """``y = flat(x) @ W + b``; W has shape (in, out): a dense array (Gemm, MatMul) or a sparse
+    one (scipy CSC) holding a convolution or pooling in patch form — each output column stores
+    only its patch's weights, so a Conv is never a dense matrix. Every analysis reads W through
+    ``@``, ``.T``, ``np.abs`` and ``.shape``, which both kinds provide."""
 
     W: np.ndarray = None
     b: np.ndarray | None = None
+    # rounding steps beyond the dot product and bias that onnxruntime may take (folded scalings)
+    extra_steps: int = field(default=0, kw_only=True)
     kind = "Affine"
 
     def forward(self, x):
-        y = x @ self.W
+        y = x.reshape(x.shape[0], -1) @ self.W
         return y if self.b is None else y + self.b
 
+    @property
+    def sparse(self) -> bool:
+        return not isinstance(self.W, np.ndarray)
+
+    @property
+    def fan_in(self) -> int:
+        """Terms of the longest dot product (a convolution: its patch size)."""
+        if not self.sparse:
+            return int(self.W.shape[0])
+        return int(np.max(np.diff(self.W.indptr), initial=0))
+
+    def weights(self) -> np.ndarray:
+        """The stored weight values (dense: all of W)."""
+        return self.W.data if self.sparse else self.W
+
     def describe(self):
-        return f"{self.W.shape[0]}->{self.W.shape[1]}" + ("" if self.b is None else " +b")
+        kind = f"patches of {self.fan_in} " if self.sparse else ""
+        return f"{kind}{self.W.shape[0]}->{self.W.shape[1]}" + ("" if self.b is None else " +b")
 
 
 @dataclass(eq=False)

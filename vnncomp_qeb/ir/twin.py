@@ -41,7 +41,7 @@ class Twin:
 
 
 def _fp16_exact(branch: list[ops.Op]) -> bool:
-    mats = [op.W for op in branch if isinstance(op, ops.Affine)]
+    mats = [op.weights() for op in branch if isinstance(op, ops.Affine)]
     mats += [op.b for op in branch if isinstance(op, ops.Affine) and op.b is not None]
     return bool(mats) and all(np.array_equal(m.astype(np.float16).astype(np.float64), m) for m in mats)
 

@@ -101,14 +101,18 @@ class _Encoder:
         self.m.add_rows(cols, vals, const - e, const + e)
         return y
 
-    def encode(self, op: ops.Op) -> np.ndarray:
+    def encode(self, op: ops.Op) -> np.ndarray:  # noqa: C901 - one branch per op kind
         xs = [self.cols[n].ravel() for n in op.inputs]
         if isinstance(op, ops.Affine):
             x = self.cols[op.inputs[0]].reshape(-1, op.W.shape[0])
             lead = x.shape[0]
             n_out = op.W.shape[1]
-            cols = np.repeat(x, n_out, axis=0)  # row (p, j) reads x[p, :]
-            vals = np.tile(op.W.T, (lead, 1))
+            if op.sparse:  # a convolution: each row reads its patch only
+                at, vals = _patches(op.W)
+                cols = x[0][at]
+            else:
+                cols = np.repeat(x, n_out, axis=0)  # row (p, j) reads x[p, :]
+                vals = np.tile(op.W.T, (lead, 1))
             b = np.zeros(n_out) if op.b is None else np.broadcast_to(op.b, (n_out,))
             err = _flat(affine_error(op, self.bounds))
             return self.linear(op, [(cols, vals)], np.tile(b, lead), err)
@@ -288,3 +292,21 @@ def encode(graph: Graph, bounds: Bounds, mode: str = PROOF, integer_input: bool 
         enc.m.add_rows(np.stack(cols, 1), np.stack(vals, 1), np.broadcast_to(_flat(cut.lo), (n,)),
                        np.broadcast_to(_flat(cut.hi), (n,)))
     return Encoding(enc.m, enc.cols, graph, mode, enc.binaries, enc.stair_cuts)
+
+
+def _patches(W) -> tuple[np.ndarray, np.ndarray]:
+    """(input index, weight) per output and patch position, (out, K), from a sparse (in, out)
+    map; short patches (at the padded border) are filled with weight 0 on their first input."""
+    import scipy.sparse as sp
+
+    W = sp.csc_array(W)
+    nnz = np.diff(W.indptr)
+    K = max(int(nnz.max(initial=0)), 1)
+    k = np.arange(K)[None, :]
+    valid = k < nnz[:, None]
+    pos = np.where(valid, W.indptr[:-1, None] + k, 0)
+    if W.nnz == 0:
+        return np.zeros(pos.shape, dtype=np.int64), np.zeros(pos.shape)
+    pos = np.minimum(pos, W.nnz - 1)
+    first = W.indices[np.minimum(W.indptr[:-1], W.nnz - 1)][:, None]
+    return np.where(valid, W.indices[pos], first), np.where(valid, W.data[pos], 0.0)

@@ -17,7 +17,7 @@ from vnncomp_qeb.spec import Case
 def _backward(op: ops.Op, g: np.ndarray, xs: list[np.ndarray]) -> list[np.ndarray]:
     """Gradients w.r.t. the op's inputs from the gradient ``g`` of its output (batched)."""
     if isinstance(op, ops.Affine):
-        return [g @ op.W.T]
+        return [(g.reshape(g.shape[0], -1) @ op.W.T).reshape(xs[0].shape)]
     if isinstance(op, ops.AddConst):
         return [np.broadcast_to(g, xs[0].shape)]
     if isinstance(op, ops.MulConst):

@@ -1,0 +1,55 @@
+"""Convolutions and poolings as sparse linear maps in patch form: the (in, out) matrix stores, for
+each output, only the weights of its patch (K = C_in/groups · kh · kw entries), never a dense
+matrix. Flat indices follow ONNX's NCHW order (a C-order flatten of (C, H, W))."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def conv_out(size: int, k: int, stride: int, pad_total: int, dilation: int) -> int:
+    return (size + pad_total - dilation * (k - 1) - 1) // stride + 1
+
+
+def same_pads(size: int, k: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
+    """ONNX auto_pad SAME_UPPER / SAME_LOWER: (begin, end) padding of one spatial axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (k - 1) * dilation + 1 - size, 0)
+    small = total // 2
+    return (small, total - small) if upper else (total - small, small)
+
+
+def conv_matrix(kernel: np.ndarray, in_shape: tuple[int, int, int], strides=(1, 1), pads=(0, 0, 0, 0),
+                dilations=(1, 1), groups: int = 1) -> tuple[sp.csc_array, tuple[int, int, int]]:
+    """The 2-D convolution ``kernel`` (C_out, C_in/groups, kh, kw) over inputs of shape
+    ``in_shape`` (C_in, H, W) as a sparse (C_in·H·W, C_out·H_out·W_out) matrix; ``pads`` are
+    ONNX's (top, left, bottom, right). Returns the matrix and (C_out, H_out, W_out)."""
+    Co, Cig, kh, kw = kernel.shape
+    Ci, H, W = in_shape
+    if Ci != Cig * groups or Co % groups:
+        raise ValueError(f"kernel {list(kernel.shape)} with {groups} group(s) does not fit {Ci} input channels")
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dilations, pads
+    Ho, Wo = conv_out(H, kh, sh, pt + pb, dh), conv_out(W, kw, sw, pl + pr, dw)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"a {kh}x{kw} kernel leaves no output on a {H}x{W} input")
+    co, cg, ki, kj, ho, wo = np.meshgrid(np.arange(Co), np.arange(Cig), np.arange(kh), np.arange(kw),
+                                         np.arange(Ho), np.arange(Wo), indexing="ij", sparse=True)
+    ci = (co // (Co // groups)) * Cig + cg
+    hi, wi = ho * sh - pt + ki * dh, wo * sw - pl + kj * dw
+    ok = (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+    full = np.broadcast_shapes(co.shape, cg.shape, ki.shape, kj.shape, ho.shape, wo.shape)
+    ok = np.broadcast_to(ok, full)
+    rows = np.broadcast_to(ci * H * W + hi * W + wi, full)[ok]
+    cols = np.broadcast_to(co * Ho * Wo + ho * Wo + wo, full)[ok]
+    vals = np.broadcast_to(np.asarray(kernel, dtype=np.float64)[:, :, :, :, None, None], full)[ok]
+    return sp.csc_array((vals, (rows, cols)), shape=(Ci * H * W, Co * Ho * Wo)), (Co, Ho, Wo)
+
+
+def average_pool_matrix(in_shape: tuple[int, int, int], kernel: tuple[int, int], strides=(1, 1),
+                        pads=(0, 0, 0, 0), count_include_pad: bool = False):
+    """Average pooling as a sparse matrix (a depthwise convolution with weights 1/count)."""
+    C = in_shape[0]
+    M, out = conv_matrix(np.ones((C, 1) + tuple(kernel)), in_shape, strides, pads, (1, 1), groups=C)
+    count = np.full(M.shape[1], float(kernel[0] * kernel[1])) if count_include_pad else np.diff(M.indptr)
+    return sp.csc_array(M @ sp.diags_array(1.0 / count)), out
