@@ -27,7 +27,7 @@ from vnncomp_qeb.analysis.dra import row_lower_bounds
 from vnncomp_qeb.analysis.interval import output_bounds
 from vnncomp_qeb.analysis.spec_check import case_excluded
 from vnncomp_qeb.io.instance import Instance
-from vnncomp_qeb.io.replay import Replay, replay
+from vnncomp_qeb.io.replay import Replay, joint_output, model_input, replay
 from vnncomp_qeb.io.results import SAT, TIMEOUT, UNKNOWN, UNSAT, counterexample
 from vnncomp_qeb.isolate import CANCELLED, OK, OUT_OF_TIME, run_isolated_all, usable_cores
 from vnncomp_qeb.milp.backends import backend_chain
@@ -230,7 +230,7 @@ class _Run:
     def split(self, domain, case: Case, until: float) -> Outcome | None:
         """Branch and bound on one case until ``until``; None when the case is proven safe."""
         stack = [domain.initial(case)]
-        stuck = 0
+        stuck, first_stuck = 0, None
         while stack:
             if self.out_of_time(until):
                 return Outcome(TIMEOUT, stage="branch-and-bound", message="time share spent")
@@ -255,7 +255,12 @@ class _Run:
             if found:
                 return found
             points = np.all(U <= L, axis=1)
-            stuck += int(points.sum())
+            if points.any():
+                found, undecided = self.decide_points(domain, case, L[points])
+                if found:
+                    return found
+                stuck += len(undecided)
+                first_stuck = first_stuck if first_stuck is not None or not undecided else undecided[0]
             L, U = L[~points], U[~points]
             if L.shape[0] == 0:
                 continue
@@ -264,8 +269,29 @@ class _Run:
                 return Outcome(UNKNOWN, stage="branch-and-bound", message="too many open boxes")
         if stuck:
             return Outcome(UNKNOWN, stage="branch-and-bound",
-                           message=f"{stuck} single points could not be decided by interval bounds")
+                           message=f"{stuck} single input point(s) where onnxruntime is safe but the tie "
+                                   f"band of a rounding step keeps a violation possible, e.g. x = "
+                                   f"{np.array2string(first_stuck, precision=6, threshold=12)}")
         return None
+
+    def decide_points(self, domain, case: Case, points: np.ndarray) -> tuple[Outcome | None, list]:
+        """Single input points the bounds could not decide, decided exactly where possible:
+        onnxruntime violates → ``sat``; onnxruntime and the exact arithmetic (the reference
+        evaluator) both safe by more than its float error → safe. What is left (a near-tie that
+        another rounding of a fused kernel could flip) is returned undecided."""
+        x = domain.to_input(points, case)
+        undecided = []
+        spec_case = self.inst.spec.cases[self.inst.cases.index(case)]
+        for xi, ref in zip(x, case.margin(self.inst.graph.evaluate(x))):
+            found = self.confirm(xi, "branch-and-bound")
+            if found:
+                return found, []
+            y = joint_output(self.inst, np.asarray(xi, dtype=model_input(next(iter(self.inst.networks.values())))[2]))
+            ort_margin = float(spec_case.margin(y[None])[0])
+            tol = _reference_gap(self.inst.graph) * (1.0 + abs(ref))
+            if not (ort_margin < 0 and ref < -tol):
+                undecided.append(xi)
+        return None, undecided
 
     def milp(self, domain, case: Case) -> Outcome | None:
         """The MILP over the case's box in watched children, the unsafe polytopes dealt out to
