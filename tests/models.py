@@ -240,9 +240,10 @@ def gemm_mlp(path, sizes, seed=0, weight_scale=1.0, opset=17):
     return model
 
 
-def cnn(path, channels=1, hw=(6, 6), seed=0, batch_norm=True):
+def cnn(path, channels=1, hw=(6, 6), seed=0, batch_norm=True, pool="avg"):
     """A small CNN as exporters write it: Conv (padded) → BatchNormalization → Relu → Conv
-    (strided, 2 groups) → Relu → AveragePool → Flatten → Gemm; input ``x`` (N, C, H, W)."""
+    (strided, 2 groups) → Relu → AveragePool (or MaxPool) → Flatten → Gemm; input ``x``
+    (N, C, H, W)."""
     rng = np.random.default_rng(seed)
     H, W = hw
     K1 = (rng.normal(size=(4, channels, 3, 3)) / 3).astype(np.float32)
@@ -261,7 +262,8 @@ def cnn(path, channels=1, hw=(6, 6), seed=0, batch_norm=True):
     nodes += [h.make_node("Relu", ["n1" if batch_norm else "c1"], ["r1"]),
               h.make_node("Conv", ["r1", "K2", "b2"], ["c2"], strides=[2, 2], group=2),
               h.make_node("Relu", ["c2"], ["r2"]),
-              h.make_node("AveragePool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[1, 1]),
+              h.make_node("AveragePool" if pool == "avg" else "MaxPool", ["r2"], ["p"], kernel_shape=[2, 2],
+                          strides=[1, 1]),
               h.make_node("Flatten", ["p"], ["f"]), h.make_node("Gemm", ["f", "Wf", "bf"], ["y"])]
     graph = h.make_graph(nodes, "cnn", [h.make_tensor_value_info("x", T.FLOAT, ["N", channels, H, W])],
                          [h.make_tensor_value_info("y", T.FLOAT, ["N", 2])],

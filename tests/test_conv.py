@@ -1,8 +1,9 @@
 """Convolutional models: Conv (pads, strides, dilations, groups, auto_pad), AveragePool,
-GlobalAveragePool and BatchNormalization read as patch-form linear maps that compute what
-onnxruntime computes; CNN twins from quantize_static (QDQ, per-tensor and per-channel) keep every
+GlobalAveragePool, MaxPool and BatchNormalization read as patch-form linear maps that compute what
+onnxruntime computes; CNN twins from quantize_static (QDQ and QOperator, per-tensor and per-channel) keep every
 sampled onnxruntime output inside the bounds of every mode; verdicts on snapped CNN twins match
-exhaustive enumeration, through branch and bound and through the MILP."""
+exhaustive enumeration, through branch and bound and through the MILP. QOperator CNNs
+(QLinearConv, QLinearAveragePool, MaxPool on codes) evaluate exactly as onnxruntime does."""
 
 import numpy as np
 import onnx
@@ -31,6 +32,8 @@ LAYERS = [  # (node, input (C, H, W), initializers)
     ("avg", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]), (2, 6, 6), None),
     ("avg", dict(kernel_shape=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1), (2, 5, 5), None),
     ("gap", {}, (3, 4, 5), None),
+    ("max", dict(kernel_shape=[2, 2], strides=[2, 2]), (2, 6, 6), None),
+    ("max", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]), (2, 5, 5), None),
     ("bn", dict(epsilon=1e-3), (3, 4, 4), None),
 ]
 
@@ -45,6 +48,8 @@ def _single(path, kind, attrs, shape, kshape, rng):
         node = h.make_node("AveragePool", ["x"], ["y"], **attrs)
     elif kind == "gap":
         node = h.make_node("GlobalAveragePool", ["x"], ["y"])
+    elif kind == "max":
+        node = h.make_node("MaxPool", ["x"], ["y"], **attrs)
     else:
         C = shape[0]
         inits = [nh.from_array(rng.uniform(0.5, 2, C).astype(np.float32), n) for n in ("g", "beta", "mu", "var")]
@@ -73,20 +78,29 @@ def test_layer_computes_what_onnxruntime_computes(tmp_path, kind, attrs, shape, 
 def cnn_twins(tmp_path_factory):
     d = tmp_path_factory.mktemp("cnn")
     out = {}
-    for bn in (False, True):
-        f = M.cnn(d / f"f{bn}.onnx", batch_norm=bn)
+    for bn in (False, True, "maxpool"):
+        f = M.cnn(d / f"f{bn}.onnx", batch_norm=bn is True, pool="max" if bn == "maxpool" else "avg")
         for pc in (False, True):
-            q = M.quantize(f, d / f"q{bn}{pc}.onnx", "QDQ", pc, shape=(1, 6, 6))
-            t = d / f"t{bn}{pc}.onnx"
-            onnx.save(build_twin(f, q), str(t))
-            out[(bn, pc)] = (f, q, str(t))
+            for fmt in ("QDQ", "QOperator"):
+                q = M.quantize(f, d / f"q{bn}{pc}{fmt}.onnx", fmt, pc, shape=(1, 6, 6))
+                t = d / f"t{bn}{pc}{fmt}.onnx"
+                onnx.save(build_twin(f, q), str(t))
+                out[(bn, pc, fmt)] = (f, q, str(t))
     return d, out
 
 
-@pytest.mark.parametrize("bn, pc", [(False, False), (False, True), (True, False), (True, True)])
-def test_cnn_twin_bounds_hold(cnn_twins, bn, pc):
+TWINS = [(False, False, "QDQ"), (False, True, "QDQ"), (True, False, "QDQ"), (True, True, "QDQ"),
+         ("maxpool", True, "QDQ"), (False, True, "QOperator"), ("maxpool", False, "QOperator")]
+
+
+@pytest.mark.parametrize("bn, pc, fmt", TWINS)
+def test_cnn_twin_bounds_hold(cnn_twins, bn, pc, fmt):
     d, twins = cnn_twins
-    _, _, twin = twins[(bn, pc)]
+    f, q, twin = twins[(bn, pc, fmt)]
+    if fmt == "QOperator":  # QLinearConv, QLinearAveragePool, MaxPool on codes: exactly onnxruntime's
+        x = np.random.default_rng(1).uniform(-1, 1, (200, 1, 6, 6)).astype(np.float32)
+        y = ort.InferenceSession(q, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        np.testing.assert_allclose(load_onnx(q).evaluate(x.astype(np.float64)), y, rtol=0, atol=1e-6)
     rng = np.random.default_rng(7)
     c = rng.uniform(-0.5, 0.5, 36)
     lo, hi = c - 0.05, c + 0.05
@@ -107,11 +121,13 @@ SCALE = 0.25
 FREE = [7, 14, 21]  # the pixels left free; the others are pinned to one grid point each
 
 
+@pytest.mark.parametrize("net", [(False, "QDQ"), ("maxpool", "QDQ"), ("maxpool", "QOperator")],
+                         ids=["avgpool-qdq", "maxpool-qdq", "maxpool-qoperator"])
 @pytest.mark.parametrize("through", ["branch-and-bound", "milp"])
-def test_snapped_cnn_verdicts_match_enumeration(cnn_twins, through, monkeypatch):
+def test_snapped_cnn_verdicts_match_enumeration(cnn_twins, through, net, monkeypatch):
     d, twins = cnn_twins
-    f, q, _ = twins[(False, True)]
-    path = M.snapped_twin(f, q, d / "snapped.onnx", SCALE)
+    f, q, _ = twins[(net[0], True, net[1])]
+    path = M.snapped_twin(f, q, d / f"snapped_{net[0]}_{net[1]}.onnx", SCALE)
     rng = np.random.default_rng(3)
     k = rng.integers(-3, 4, 36).astype(np.float64)
     k_lo, k_hi = k.copy(), k.copy()
@@ -132,7 +148,7 @@ def test_snapped_cnn_verdicts_match_enumeration(cnn_twins, through, monkeypatch)
     step = max(float(np.max(op.scale)) for op in load_onnx(path).ops if op.kind == "FakeQuant")
     above = top * 1.001 if through == "branch-and-bound" else top + 2 * step
     for eps, truth in ((above, "unsat"), (top * 0.999, "sat")):
-        spec = d / f"s_{through}_{truth}.vnnlib"
+        spec = d / f"s_{through}_{net}_{truth}.vnnlib"
         spec.write_text(error_bound_v1(lower, upper, eps, [0, 1], 2))
         inst = load_instance(str(spec), path)
         out = P.verify(inst, timeout=20.0, log=lambda m: None)

@@ -1,4 +1,4 @@
-"""Handlers for convolutional ONNX operators: Conv, AveragePool, GlobalAveragePool and
+"""Handlers for convolutional ONNX operators: Conv, AveragePool, GlobalAveragePool, MaxPool and
 BatchNormalization (inference). Each linear map becomes an :class:`~vnncomp_qeb.ir.ops.Affine`
 with a sparse patch-form matrix (:mod:`vnncomp_qeb.ir.patches`); its output is held flat in the
 IR, with its ONNX (C, H, W) shape recorded for the ops that follow."""
@@ -10,7 +10,7 @@ import onnx
 
 from vnncomp_qeb.io.onnx_context import LoadContext, attr, handles
 from vnncomp_qeb.ir import ops
-from vnncomp_qeb.ir.patches import average_pool_matrix, conv_matrix, same_pads
+from vnncomp_qeb.ir.patches import average_pool_matrix, conv_matrix, pool_windows, same_pads, selection
 
 
 def _image(ctx: LoadContext, name: str) -> tuple[str, tuple[int, int, int]]:
@@ -45,23 +45,54 @@ def _emit_linear(ctx: LoadContext, x: str, M, out_shape, bias=None) -> None:
     ctx.logical[out] = tuple(int(d) for d in out_shape)
 
 
+def _conv_map(ctx: LoadContext, node: onnx.NodeProto, shape: tuple[int, int, int], K: np.ndarray):
+    """The node's convolution with real kernel ``K`` as a patch-form matrix, and its output shape."""
+    if K.ndim != 4:
+        raise ctx.unsupported(f"Conv kernel of rank {K.ndim} (only 2-D convolutions are modelled)")
+    strides, pads, dilations = _geometry(ctx, node, shape[1:], K.shape[2:])
+    try:
+        return conv_matrix(K, shape, strides, pads, dilations, attr(node, "group", 1))
+    except ValueError as exc:
+        raise ctx.unsupported(str(exc)) from None
+
+
 @handles("Conv")
 def _conv(ctx: LoadContext, node: onnx.NodeProto) -> None:
     x, shape = _image(ctx, node.input[0])
     if ctx.is_var(node.input[1]):
         raise ctx.unsupported("Conv with a computed (non-constant) kernel")
-    K = ctx.const_f64(node.input[1])
-    if K.ndim != 4:
-        raise ctx.unsupported(f"Conv kernel of rank {K.ndim} (only 2-D convolutions are modelled)")
-    strides, pads, dilations = _geometry(ctx, node, shape[1:], K.shape[2:])
-    try:
-        M, out_shape = conv_matrix(K, shape, strides, pads, dilations, attr(node, "group", 1))
-    except ValueError as exc:
-        raise ctx.unsupported(str(exc)) from None
+    M, out_shape = _conv_map(ctx, node, shape, ctx.const_f64(node.input[1]))
     bias = None
     if len(node.input) > 2 and node.input[2]:
         bias = np.repeat(ctx.const_f64(node.input[2]).reshape(-1), out_shape[1] * out_shape[2])
     _emit_linear(ctx, x, M, out_shape, bias)
+
+
+@handles("QLinearConv")
+def _qlinear_conv(ctx: LoadContext, node: onnx.NodeProto) -> None:
+    """The integer convolution on real values: the dequantized input, kernel ``s_w·(w − z_w)`` (per
+    output channel), bias ``s_x·s_w·B``, then the output's quantization."""
+    from vnncomp_qeb.io.onnx_quant_ops import _optional, _real_operand, _zero_point, dequantize_const, fake_quant
+
+    a, _ = _real_operand(ctx, node, 0)
+    if a is None or not ctx.is_const(node.input[3]):
+        raise ctx.unsupported("QLinearConv of a constant input or with a computed kernel")
+    _, shape = _image(ctx, a)
+    w_scale = np.asarray(ctx.const(node.input[4]), dtype=np.float64)
+    w_zp, _ = _zero_point(ctx, _optional(node, 5))
+    K = dequantize_const(ctx.const(node.input[3]), w_scale, w_zp, axis=0)
+    M, out_shape = _conv_map(ctx, node, shape, K)
+    bias = None
+    if _optional(node, 8):
+        x_scale = np.asarray(ctx.const(node.input[1]), dtype=np.float64)
+        per_channel = np.broadcast_to(np.asarray(ctx.const(node.input[8]), dtype=np.float64) * x_scale * w_scale,
+                                      (out_shape[0],))
+        bias = np.repeat(per_channel, out_shape[1] * out_shape[2])
+    acc = ctx.emit(ops.Affine((a,), ctx.out_name(0, "_acc"), W=M, b=bias))
+    ctx.logical[acc] = tuple(int(d) for d in out_shape)
+    y_zp, dtype = _zero_point(ctx, _optional(node, 7))
+    out = fake_quant(ctx, acc, ctx.out_name(), ctx.const(node.input[6]), y_zp, dtype)
+    ctx.logical[out] = ctx.logical[acc]
 
 
 @handles("AveragePool")
@@ -77,11 +108,70 @@ def _average_pool(ctx: LoadContext, node: onnx.NodeProto) -> None:
     _emit_linear(ctx, x, M, out_shape)
 
 
+@handles("com.microsoft.QLinearAveragePool", "com.microsoft.QLinearGlobalAveragePool")
+def _qlinear_average_pool(ctx: LoadContext, node: onnx.NodeProto) -> None:
+    """Average pooling of the dequantized input, then the output's quantization."""
+    from vnncomp_qeb.io.onnx_quant_ops import _optional, _real_operand, _zero_point, fake_quant
+
+    a, _ = _real_operand(ctx, node, 0)
+    if a is None:
+        raise ctx.unsupported("pooling of a constant")
+    if attr(node, "channels_last", 0):
+        raise ctx.unsupported("channels_last layout")
+    _, shape = _image(ctx, a)
+    if node.op_type == "QLinearGlobalAveragePool":
+        M, out_shape = average_pool_matrix(shape, shape[1:])
+    else:
+        if attr(node, "ceil_mode", 0):
+            raise ctx.unsupported("ceil_mode=1")
+        kernel = tuple(attr(node, "kernel_shape"))
+        strides, pads, _ = _geometry(ctx, node, shape[1:], kernel)
+        M, out_shape = average_pool_matrix(shape, kernel, strides, pads, bool(attr(node, "count_include_pad", 0)))
+    acc = ctx.emit(ops.Affine((a,), ctx.out_name(0, "_avg"), W=M))
+    ctx.logical[acc] = tuple(int(d) for d in out_shape)
+    y_zp, dtype = _zero_point(ctx, _optional(node, 4))
+    fake_quant(ctx, acc, ctx.out_name(), ctx.const(node.input[3]), y_zp, dtype)
+
+
 @handles("GlobalAveragePool")
 def _global_average_pool(ctx: LoadContext, node: onnx.NodeProto) -> None:
     x, shape = _image(ctx, node.input[0])
     M, out_shape = average_pool_matrix(shape, shape[1:])
     _emit_linear(ctx, x, M, out_shape)
+
+
+@handles("MaxPool")
+def _max_pool(ctx: LoadContext, node: onnx.NodeProto) -> None:
+    """``max`` over each window as ``m ← m + relu(s − m)`` over its elements ``s`` (each picked by
+    a 0/1 patch-form map): the exact maximum in real arithmetic, built from ops every analysis
+    bounds (onnxruntime returns one of the window's floats, which the bounds enclose)."""
+    x, shape = _image(ctx, node.input[0])
+    if len(node.output) > 1 and node.output[1]:
+        raise ctx.unsupported("MaxPool's Indices output")
+    if attr(node, "ceil_mode", 0):
+        raise ctx.unsupported("MaxPool with ceil_mode=1")
+    kernel = tuple(attr(node, "kernel_shape"))
+    strides, pads, dilations = _geometry(ctx, node, shape[1:], kernel)
+    try:
+        windows, out_shape = pool_windows(shape, kernel, strides, pads, dilations)
+    except ValueError as exc:
+        raise ctx.unsupported(str(exc)) from None
+    n_in = int(np.prod(shape))
+    out = ctx.out_name()
+    m = None
+    for k in range(windows.shape[1]):
+        last = k == windows.shape[1] - 1
+        s = ctx.emit(ops.Affine((x,), out if last and m is None else ctx.fresh(out + f"_pick{k}"),
+                                W=selection(windows[:, k], n_in), precision="float64"))
+        if m is None:
+            m = s
+            continue
+        gap = ctx.emit(ops.Sub((s, m), ctx.fresh(out + f"_gap{k}")))
+        up = ctx.emit(ops.Relu((gap,), ctx.fresh(out + f"_up{k}")))
+        m = ctx.emit(ops.Add((m, up), out if last else ctx.fresh(out + f"_max{k}")))
+    ctx.logical[m] = tuple(int(d) for d in out_shape)
+    if node.input[0] in ctx.tags:  # a max of integer codes is the code of the max (positive scale)
+        ctx.tags[node.output[0]] = ctx.tags[node.input[0]]
 
 
 @handles("BatchNormalization")

@@ -132,8 +132,11 @@ def _flatten(ctx, node):
         raise ctx.unsupported(f"Flatten with axis={axis} would merge the batch axis")
     if len(ctx.shape(x)) == 1:  # held flat already (a convolution's output): nothing to do
         ctx.bind(node.output[0], x)
+        if node.input[0] in ctx.tags:  # an integer tensor stays one
+            ctx.tags[node.output[0]] = ctx.tags[node.input[0]]
         return
-    ctx.emit(ops.Reshape((x,), ctx.out_name(), shape=(int(np.prod(shape, dtype=np.int64)),)))
+    ctx.emit(ops.Reshape((x,), ctx.out_name(), shape=(int(np.prod(shape, dtype=np.int64)),)),
+             tag=ctx.tags.get(node.input[0]))
 
 
 @handles("Reshape")

@@ -53,3 +53,23 @@ def average_pool_matrix(in_shape: tuple[int, int, int], kernel: tuple[int, int],
     M, out = conv_matrix(np.ones((C, 1) + tuple(kernel)), in_shape, strides, pads, (1, 1), groups=C)
     count = np.full(M.shape[1], float(kernel[0] * kernel[1])) if count_include_pad else np.diff(M.indptr)
     return sp.csc_array(M @ sp.diags_array(1.0 / count)), out
+
+
+def pool_windows(in_shape: tuple[int, int, int], kernel: tuple[int, int], strides=(1, 1), pads=(0, 0, 0, 0),
+                 dilations=(1, 1)) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Flat input indices (outputs, K) of each pooling window, channel by channel; a window cut
+    by the padding repeats its first valid element (a max is unchanged by a repeat)."""
+    M, out = conv_matrix(np.ones((in_shape[0], 1) + tuple(kernel)), in_shape, strides, pads, dilations,
+                         groups=in_shape[0])
+    nnz = np.diff(M.indptr)
+    K = kernel[0] * kernel[1]
+    if nnz.min() < 1:
+        raise ValueError("a pooling window lies entirely in the padding")
+    k = np.minimum(np.arange(K)[None, :], nnz[:, None] - 1)
+    return M.indices[M.indptr[:-1, None] + k], out
+
+
+def selection(indices: np.ndarray, n_in: int) -> sp.csc_array:
+    """The (n_in, n_out) 0/1 matrix picking input ``indices[j]`` for output ``j``."""
+    n_out = indices.size
+    return sp.csc_array((np.ones(n_out), (indices, np.arange(n_out))), shape=(n_in, n_out))
