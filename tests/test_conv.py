@@ -34,6 +34,9 @@ LAYERS = [  # (node, input (C, H, W), initializers)
     ("gap", {}, (3, 4, 5), None),
     ("max", dict(kernel_shape=[2, 2], strides=[2, 2]), (2, 6, 6), None),
     ("max", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]), (2, 5, 5), None),
+    ("max", dict(kernel_shape=[2, 3], strides=[2, 2], ceil_mode=1), (2, 5, 6), None),
+    ("conv", dict(pads=[1, 0], strides=[2]), (2, 7), (3, 2, 3)),  # 1-D
+    ("max", dict(kernel_shape=[2], strides=[2], ceil_mode=1), (3, 7), None),  # 1-D
     ("bn", dict(epsilon=1e-3), (3, 4, 4), None),
 ]
 

@@ -14,20 +14,31 @@ from vnncomp_qeb.ir.patches import average_pool_matrix, conv_matrix, pool_window
 
 
 def _image(ctx: LoadContext, name: str) -> tuple[str, tuple[int, int, int]]:
+    """The variable and its (C, H, W) shape; a 1-D (C, L) input is taken as (C, 1, L)."""
     x = ctx.var(name)
     shape = ctx.logical_shape(x)
+    if len(shape) == 2:
+        shape = (shape[0], 1, shape[1])
     if len(shape) != 3:
-        raise ctx.unsupported(f"expects a (C, H, W) input per sample (2-D), got shape {list(shape)}")
+        raise ctx.unsupported(f"expects a (C, H, W) or (C, L) input per sample, got shape {list(shape)}")
     return x, tuple(int(d) for d in shape)
 
 
-def _geometry(ctx: LoadContext, node: onnx.NodeProto, hw: tuple[int, int], kernel: tuple[int, int]):
-    """(strides, pads (top, left, bottom, right), dilations) with auto_pad resolved."""
-    strides = tuple(attr(node, "strides", [1, 1]))
-    dilations = tuple(attr(node, "dilations", [1, 1]))
-    pads = tuple(attr(node, "pads", [0, 0, 0, 0]))
+def _one_d(ctx: LoadContext, name: str) -> bool:
+    return len(ctx.logical_shape(name)) == 2
+
+
+def _geometry(ctx: LoadContext, node: onnx.NodeProto, hw: tuple[int, int], kernel: tuple[int, int],
+              one_d: bool = False):
+    """(strides, pads (top, left, bottom, right), dilations) with auto_pad resolved; 1-D
+    attributes are lifted to a height of one."""
+    strides = tuple(attr(node, "strides", [1] if one_d else [1, 1]))
+    dilations = tuple(attr(node, "dilations", [1] if one_d else [1, 1]))
+    pads = tuple(attr(node, "pads", [0, 0] if one_d else [0, 0, 0, 0]))
+    if one_d and len(strides) == 1 and len(dilations) == 1 and len(pads) == 2:
+        strides, dilations, pads = (1,) + strides, (1,) + dilations, (0, pads[0], 0, pads[1])
     if len(strides) != 2 or len(dilations) != 2 or len(pads) != 4:
-        raise ctx.unsupported("only 2-D strides, dilations and pads are modelled")
+        raise ctx.unsupported("only 1-D and 2-D strides, dilations and pads are modelled")
     auto = attr(node, "auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
     if auto == "VALID":
@@ -42,14 +53,23 @@ def _geometry(ctx: LoadContext, node: onnx.NodeProto, hw: tuple[int, int], kerne
 
 def _emit_linear(ctx: LoadContext, x: str, M, out_shape, bias=None) -> None:
     out = ctx.emit(ops.Affine((x,), ctx.out_name(), W=M, b=bias))
-    ctx.logical[out] = tuple(int(d) for d in out_shape)
+    ctx.logical[out] = _out_shape(ctx, x, out_shape)
 
 
-def _conv_map(ctx: LoadContext, node: onnx.NodeProto, shape: tuple[int, int, int], K: np.ndarray):
+def _out_shape(ctx: LoadContext, x: str, out_shape) -> tuple[int, ...]:
+    """The ONNX shape of the output: (C, H, W), or (C, L) for a 1-D input."""
+    shape = tuple(int(d) for d in out_shape)
+    return (shape[0], shape[2]) if _one_d(ctx, x) else shape
+
+
+def _conv_map(ctx: LoadContext, node: onnx.NodeProto, shape: tuple[int, int, int], K: np.ndarray,
+              one_d: bool = False):
     """The node's convolution with real kernel ``K`` as a patch-form matrix, and its output shape."""
+    if K.ndim == 3:  # 1-D: a kernel of height one
+        K = K[:, :, None, :]
     if K.ndim != 4:
-        raise ctx.unsupported(f"Conv kernel of rank {K.ndim} (only 2-D convolutions are modelled)")
-    strides, pads, dilations = _geometry(ctx, node, shape[1:], K.shape[2:])
+        raise ctx.unsupported(f"Conv kernel of rank {K.ndim} (1-D and 2-D convolutions are modelled)")
+    strides, pads, dilations = _geometry(ctx, node, shape[1:], K.shape[2:], one_d)
     try:
         return conv_matrix(K, shape, strides, pads, dilations, attr(node, "group", 1))
     except ValueError as exc:
@@ -61,7 +81,7 @@ def _conv(ctx: LoadContext, node: onnx.NodeProto) -> None:
     x, shape = _image(ctx, node.input[0])
     if ctx.is_var(node.input[1]):
         raise ctx.unsupported("Conv with a computed (non-constant) kernel")
-    M, out_shape = _conv_map(ctx, node, shape, ctx.const_f64(node.input[1]))
+    M, out_shape = _conv_map(ctx, node, shape, ctx.const_f64(node.input[1]), _one_d(ctx, x))
     bias = None
     if len(node.input) > 2 and node.input[2]:
         bias = np.repeat(ctx.const_f64(node.input[2]).reshape(-1), out_shape[1] * out_shape[2])
@@ -81,7 +101,7 @@ def _qlinear_conv(ctx: LoadContext, node: onnx.NodeProto) -> None:
     w_scale = np.asarray(ctx.const(node.input[4]), dtype=np.float64)
     w_zp, _ = _zero_point(ctx, _optional(node, 5))
     K = dequantize_const(ctx.const(node.input[3]), w_scale, w_zp, axis=0)
-    M, out_shape = _conv_map(ctx, node, shape, K)
+    M, out_shape = _conv_map(ctx, node, shape, K, _one_d(ctx, a))
     bias = None
     if _optional(node, 8):
         x_scale = np.asarray(ctx.const(node.input[1]), dtype=np.float64)
@@ -89,7 +109,7 @@ def _qlinear_conv(ctx: LoadContext, node: onnx.NodeProto) -> None:
                                       (out_shape[0],))
         bias = np.repeat(per_channel, out_shape[1] * out_shape[2])
     acc = ctx.emit(ops.Affine((a,), ctx.out_name(0, "_acc"), W=M, b=bias))
-    ctx.logical[acc] = tuple(int(d) for d in out_shape)
+    ctx.logical[acc] = _out_shape(ctx, a, out_shape)
     y_zp, dtype = _zero_point(ctx, _optional(node, 7))
     out = fake_quant(ctx, acc, ctx.out_name(), ctx.const(node.input[6]), y_zp, dtype)
     ctx.logical[out] = ctx.logical[acc]
@@ -99,9 +119,10 @@ def _qlinear_conv(ctx: LoadContext, node: onnx.NodeProto) -> None:
 def _average_pool(ctx: LoadContext, node: onnx.NodeProto) -> None:
     x, shape = _image(ctx, node.input[0])
     kernel = tuple(attr(node, "kernel_shape"))
+    kernel = (1,) + kernel if len(kernel) == 1 else kernel
     if attr(node, "ceil_mode", 0):
         raise ctx.unsupported("AveragePool with ceil_mode=1")
-    strides, pads, dilations = _geometry(ctx, node, shape[1:], kernel)
+    strides, pads, dilations = _geometry(ctx, node, shape[1:], kernel, _one_d(ctx, x))
     if dilations != (1, 1):
         raise ctx.unsupported("AveragePool with dilations")
     M, out_shape = average_pool_matrix(shape, kernel, strides, pads, bool(attr(node, "count_include_pad", 0)))
@@ -125,10 +146,11 @@ def _qlinear_average_pool(ctx: LoadContext, node: onnx.NodeProto) -> None:
         if attr(node, "ceil_mode", 0):
             raise ctx.unsupported("ceil_mode=1")
         kernel = tuple(attr(node, "kernel_shape"))
-        strides, pads, _ = _geometry(ctx, node, shape[1:], kernel)
+        kernel = (1,) + kernel if len(kernel) == 1 else kernel
+        strides, pads, _ = _geometry(ctx, node, shape[1:], kernel, _one_d(ctx, a))
         M, out_shape = average_pool_matrix(shape, kernel, strides, pads, bool(attr(node, "count_include_pad", 0)))
     acc = ctx.emit(ops.Affine((a,), ctx.out_name(0, "_avg"), W=M))
-    ctx.logical[acc] = tuple(int(d) for d in out_shape)
+    ctx.logical[acc] = _out_shape(ctx, a, out_shape)
     y_zp, dtype = _zero_point(ctx, _optional(node, 4))
     fake_quant(ctx, acc, ctx.out_name(), ctx.const(node.input[3]), y_zp, dtype)
 
@@ -148,10 +170,14 @@ def _max_pool(ctx: LoadContext, node: onnx.NodeProto) -> None:
     x, shape = _image(ctx, node.input[0])
     if len(node.output) > 1 and node.output[1]:
         raise ctx.unsupported("MaxPool's Indices output")
-    if attr(node, "ceil_mode", 0):
-        raise ctx.unsupported("MaxPool with ceil_mode=1")
     kernel = tuple(attr(node, "kernel_shape"))
-    strides, pads, dilations = _geometry(ctx, node, shape[1:], kernel)
+    kernel = (1,) + kernel if len(kernel) == 1 else kernel
+    strides, pads, dilations = _geometry(ctx, node, shape[1:], kernel, _one_d(ctx, x))
+    if attr(node, "ceil_mode", 0):  # the last window may run past the end: pad there (a max ignores it)
+        extra = [max(-(-(shape[1 + i] + pads[i] + pads[i + 2] - dilations[i] * (kernel[i] - 1) - 1) // strides[i])
+                     * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - (shape[1 + i] + pads[i] + pads[i + 2]), 0)
+                 for i in (0, 1)]
+        pads = (pads[0], pads[1], pads[2] + extra[0], pads[3] + extra[1])
     try:
         windows, out_shape = pool_windows(shape, kernel, strides, pads, dilations)
     except ValueError as exc:
@@ -169,7 +195,7 @@ def _max_pool(ctx: LoadContext, node: onnx.NodeProto) -> None:
         gap = ctx.emit(ops.Sub((s, m), ctx.fresh(out + f"_gap{k}")))
         up = ctx.emit(ops.Relu((gap,), ctx.fresh(out + f"_up{k}")))
         m = ctx.emit(ops.Add((m, up), out if last else ctx.fresh(out + f"_max{k}")))
-    ctx.logical[m] = tuple(int(d) for d in out_shape)
+    ctx.logical[m] = _out_shape(ctx, x, out_shape)
     if node.input[0] in ctx.tags:  # a max of integer codes is the code of the max (positive scale)
         ctx.tags[node.output[0]] = ctx.tags[node.input[0]]
 
