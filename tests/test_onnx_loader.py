@@ -116,3 +116,29 @@ def test_max_min_clamp_is_one_clip(tmp_path):
     bad = M.save([h.make_node("Max", ["x", "x"], ["y"])], [], tmp_path / "max2.onnx", 3, 3)
     with pytest.raises(Exception, match="2 variable tensors"):
         load_onnx(bad)
+
+
+def test_models_without_a_batch_axis(tmp_path):
+    """A rank-1 input (no batch axis, as the VNN-LIB 2.0 conformance suite writes models):
+    Reshape, Flatten and Concat count axes from the model's own first axis; a constant operand
+    of Concat is kept in place."""
+    import onnxruntime as ort
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    nodes = [h.make_node("Concat", ["x", "c"], ["xc"], axis=0),
+             h.make_node("Reshape", ["xc", "shape"], ["r"]),
+             h.make_node("Flatten", ["r"], ["y"], axis=1)]
+    inits = [nh.from_array(np.array([10.0, -3.0], np.float32), "c"), nh.from_array(np.array([2, 3], np.int64), "shape")]
+    graph = h.make_graph(nodes, "nobatch", [h.make_tensor_value_info("x", T.FLOAT, [4])],
+                         [h.make_tensor_value_info("y", T.FLOAT, [2, 3])], inits)
+    path = str(tmp_path / "nobatch.onnx")
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], ir_version=M.IR_VERSION), path)
+    g = load_onnx(path)
+    assert g.input_shape == (4,) and g.output_size == 6
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x = rng.normal(size=4).astype(np.float32)
+        np.testing.assert_array_equal(g.evaluate(x[None].astype(np.float64))[0], sess.run(None, {"x": x})[0].ravel())

@@ -76,6 +76,10 @@ class LoadContext:
         self.types: dict[str, int] = {}  # ONNX element type of every tensor shape inference typed
         # ONNX per-sample shape of tensors the IR holds flat (a convolution's (C, H, W) output)
         self.logical: dict[str, tuple[int, ...]] = {}
+        # the model's input has no batch axis (rank 1, or a fixed first dimension other than 1):
+        # the IR adds one, and axes in attributes count from the model's own first axis
+        self.batchless = False
+        self.input_name = ""  # the graph's one variable input
         self.default_precision = "float32"
         self.precision = "float32"  # of the node being translated
         self._fresh = 0
@@ -205,7 +209,8 @@ class LoadContext:
         if values.ndim == 0 or values.size == 1:
             return values.reshape(())
         full_rank = per_sample_rank + 1
-        axis = axis + full_rank if axis < 0 else axis
+        axis = axis + full_rank - (1 if self.batchless else 0) if axis < 0 else axis
+        axis += 1 if self.batchless else 0  # count the IR's batch axis
         if axis == 0:
             raise self.unsupported("per-axis quantization along the batch axis")
         shape = [1] * per_sample_rank

@@ -127,6 +127,11 @@ def _flatten(ctx, node):
     x = ctx.var(node.input[0])
     shape = ctx.logical_shape(x)
     axis = attr(node, "axis", 1)
+    if ctx.batchless:  # (d0 … d_{axis-1}, d_axis …) → two axes, both per sample
+        axis = axis + len(shape) if axis < 0 else axis
+        out = (int(np.prod(shape[:axis], dtype=np.int64)), int(np.prod(shape[axis:], dtype=np.int64)))
+        ctx.emit(ops.Reshape((x,), ctx.out_name(), shape=out), tag=ctx.tags.get(node.input[0]))
+        return
     axis = axis + len(shape) + 1 if axis < 0 else axis
     if axis == 0 or int(np.prod(shape[: axis - 1], dtype=np.int64)) != 1:
         raise ctx.unsupported(f"Flatten with axis={axis} would merge the batch axis")
@@ -144,9 +149,12 @@ def _reshape(ctx, node):
     x = ctx.var(node.input[0])
     shape = ctx.logical_shape(x)
     target = [int(t) for t in ctx.const(node.input[1]).reshape(-1)]
-    if not target or target[0] not in (1, -1, 0):
-        raise ctx.unsupported(f"Reshape to {target}: the first axis must stay the batch axis")
-    rest = [shape[i] if t == 0 and i < len(shape) else t for i, t in enumerate(target[1:])]
+    if ctx.batchless:  # the model has no batch axis: the target is the whole shape
+        rest = [shape[i] if t == 0 and i < len(shape) else t for i, t in enumerate(target)]
+    else:
+        if not target or target[0] not in (1, -1, 0):
+            raise ctx.unsupported(f"Reshape to {target}: the first axis must stay the batch axis")
+        rest = [shape[i] if t == 0 and i < len(shape) else t for i, t in enumerate(target[1:])]
     if rest.count(-1) == 1:
         known = int(np.prod([t for t in rest if t != -1], dtype=np.int64))
         rest[rest.index(-1)] = int(np.prod(shape, dtype=np.int64)) // max(known, 1)
@@ -157,10 +165,14 @@ def _reshape(ctx, node):
 
 @handles("Concat")
 def _concat(ctx, node):
-    names = [ctx.var(n) for n in node.input]
-    rank = len(ctx.shape(names[0])) + 1
+    first_var = next((n for n in node.input if ctx.is_var(n)), None)
+    if first_var is None:
+        raise ctx.unsupported("Concat of constants only")
+    names = [ctx.var(n) if ctx.is_var(n) else constant_tensor(ctx, ctx.per_sample_const(ctx.const(n), first_var), n)
+             for n in node.input]
+    rank = len(ctx.shape(names[0])) + (0 if ctx.batchless else 1)
     axis = attr(node, "axis")
-    axis = axis + rank if axis < 0 else axis
+    axis = (axis + rank if axis < 0 else axis) + (1 if ctx.batchless else 0)  # the IR's axis 0 is the batch
     if axis == 0:
         raise ctx.unsupported("Concat along the batch axis")
     ctx.emit(ops.Concat(tuple(names), ctx.out_name(), axis=axis))
@@ -188,6 +200,20 @@ def _cast(ctx, node):
     # float → int truncates toward zero (out-of-range values are undefined in ONNX)
     ctx.emit(ops.Round((x,), ctx.out_name(), mode="toward_zero"),
              tag=QTag(np.float64(1.0), np.float64(0.0), float(lo), float(hi)))
+
+
+def constant_tensor(ctx: LoadContext, c: np.ndarray, name: str) -> str:
+    """A variable IR tensor that always holds the constant ``c`` (per sample): ``0·x + c`` over
+    elements of the input, exact (float64) — for ops that take constants and variables alike."""
+    c = np.asarray(c, dtype=np.float64)
+    src = ctx.fresh(name + "_src")
+    ctx.emit(ops.Gather((ctx.input_name,), src, indices=np.zeros(max(c.size, 1), dtype=np.int64), shape=c.shape))
+    saved, ctx.precision = ctx.precision, "float64"
+    try:
+        zero = ctx.emit(ops.MulConst((src,), ctx.fresh(name + "_zero"), c=np.float64(0.0)))
+        return ctx.emit(ops.AddConst((zero,), ctx.fresh(name + "_const"), c=c))
+    finally:
+        ctx.precision = saved
 
 
 def cast_float(ctx: LoadContext, x: str, target: str, out: str, from_type: int | None = None) -> str:

@@ -82,6 +82,7 @@ def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | No
         ctx.constants[sparse.values.name] = numpy_helper.to_array(sparse)
     input_name, input_shape = _graph_input(g, ctx, path)
     ctx.samples[input_name] = np.zeros((1,) + input_shape)
+    ctx.input_name = input_name
     _element_types(model, ctx)
     in_type = next(i for i in g.input if i.name == input_name).type.tensor_type.elem_type
     if PRECISION_OF[in_type] in ("float16", "bfloat16"):
@@ -148,7 +149,10 @@ def _graph_input(g: onnx.GraphProto, ctx: LoadContext, path: str) -> tuple[str, 
                          f"{onnx.TensorProto.DataType.Name(ttype.elem_type)}; only float inputs are supported",
                          path=path)
     dims = [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
-    per_sample = dims[1:] if len(dims) >= 2 else dims
+    # a batch axis is a free or unit first axis of a rank ≥ 2 input; otherwise the whole shape
+    # is one sample (the IR adds the batch axis)
+    ctx.batchless = not (len(dims) >= 2 and dims[0] in (None, 1))
+    per_sample = dims[1:] if not ctx.batchless else dims
     if not dims or any(d is None or d <= 0 for d in per_sample):
         raise ModelError(f"input '{inp.name}' must have a static shape, got {dims}", path=path)
     return inp.name, tuple(int(d) for d in per_sample)
