@@ -1,4 +1,4 @@
-"""Command line: ``vnncomp-qeb verify | inspect | check | bounds | twin | spec | bench | supports``."""
+"""Command line: ``vnncomp-qeb verify | max-error | inspect | check | bounds | twin | spec | bench | supports``."""
 
 from __future__ import annotations
 
@@ -315,6 +315,74 @@ def _model_shapes(path: str) -> tuple[list[int], list[int]]:
     return fix(sess.get_inputs()[0].shape), fix(sess.get_outputs()[0].shape)
 
 
+def cmd_max_error(args) -> int:
+    """Certified interval of max |N − Q| over the property's region (or a centre and radius)."""
+    import json
+    import tempfile
+
+    import numpy as np
+
+    from vnncomp_qeb.io.instance import load_instance
+    from vnncomp_qeb.max_error import max_error
+
+    with tempfile.TemporaryDirectory(prefix="qeb-max-error-") as tmp:
+        if args.center is not None:  # FLOAT.onnx QUANT.onnx --center … --radius …
+            if args.spec is None or args.network:
+                raise QebError("with --center give the two models: max-error FLOAT.onnx QUANT.onnx --center … --radius …")
+            from vnncomp_qeb.io.vnnlib_writer import error_bound_v2
+
+            in_shape, out_shape = _model_shapes(args.model)
+            centre = np.array(_numbers(args.center, "centre"), dtype=np.float64)
+            if centre.size != int(np.prod(in_shape)):
+                raise QebError(f"the centre has {centre.size} values, the model's input {in_shape}")
+            if args.radius is None or not args.radius >= 0:
+                raise QebError("--radius must be given and ≥ 0")
+            lo, hi = _box(centre, args.radius)
+            n_out = int(np.prod(out_shape))
+            outs = [int(v) for v in _numbers(args.outputs, "output indices")] if args.outputs else list(range(n_out))
+            spec = os.path.join(tmp, "region.vnnlib")
+            with open(spec, "w") as f:
+                f.write(error_bound_v2(lo, hi, 1.0, outs, in_shape, out_shape))
+            inst = load_instance(spec, {"N": args.model, "Q": args.spec})
+        else:
+            _query_form(args)
+            inst = load_instance(args.spec, _networks(args))
+        log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
+        r = max_error(inst, args.timeout, seed=args.seed, log=log)
+    closed = "closed" if r.upper <= r.lower else f"gap {r.upper - r.lower:.6g}"
+    print(f"max |N − Q| in [{r.lower:.9g}, {r.upper:.9g}] ({closed}, {r.time:.2f}s, {r.boxes} boxes)")
+    for i, (lo, hi) in sorted(r.outputs.items()):
+        print(f"  output {i}: [{lo:.9g}, {hi:.9g}]")
+    if r.witness is not None:
+        print("attained at x = " + np.array2string(r.witness.astype(np.float64), precision=9, threshold=20,
+                                                   separator=", "))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(r.to_json(), f, indent=1)
+    if args.plot:
+        _plot_interval(r, args.plot)
+    return 0
+
+
+def _plot_interval(r, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [h[0] for h in r.history]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.step(t, [h[1] for h in r.history], where="post", label="lower (attained, onnxruntime)")
+    ax.step(t, [h[2] for h in r.history], where="post", label="upper (certified)")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("max |N − Q|")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def cmd_bench(args) -> int:
     """Run a benchmark's instances; write results, a summary, a cactus plot, a comparison."""
     import json
@@ -469,6 +537,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1: difference model Y = N - Q; 2: two networks N and Q, inputs tied")
     s.add_argument("-o", "--output", required=True, help="the VNN-LIB file to write")
     s.set_defaults(func=cmd_spec)
+
+    x = sub.add_parser("max-error", help="certified interval [lower, upper] of max |N - Q| over a region, anytime")
+    x.add_argument("model", help="ONNX difference model, or the float model N with --center, or with --network "
+                   "the query")
+    x.add_argument("spec", nargs="?", help="VNN-LIB error-bound property (its region and outputs; eps is ignored), "
+                   "or the quantized model Q with --center")
+    x.add_argument("--network", action="append", metavar="NAME=PATH", help="network of a 2.0 query")
+    x.add_argument("--center", help="with FLOAT.onnx QUANT.onnx: the centre of an L-inf box (values or a file)")
+    x.add_argument("--radius", type=float, help="with --center: the box's radius")
+    x.add_argument("--outputs", help="with --center: output indices (default: all)")
+    x.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds (default 60): the answer is the "
+                   "best interval by then")
+    x.add_argument("--json", help="write lower, upper, witness, time, per-output intervals and the history")
+    x.add_argument("--plot", metavar="FILE.png", help="plot the interval over time")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    x.set_defaults(func=cmd_max_error)
 
     r = sub.add_parser("bench", help="run a benchmark's instances.csv: results, summary, cactus plot, comparison")
     r.add_argument("instances", help="instances.csv (model,spec,timeout per line, paths relative to it)")

@@ -100,16 +100,17 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
     running = []
 
     def start(fn, args):
+        peaks.append(0.0)
         recv, send = ctx.Pipe(duplex=False)
         child = ctx.Process(target=_child, args=(send, fn, args), daemon=True)
         child.start()
         send.close()
         running.append((child, psutil.Process(child.pid), recv))
 
+    peaks: list[float] = []
     for fn, args in calls:
         start(fn, args)
     results: list[Isolated | None] = [None] * len(calls)
-    peaks = [0.0] * len(calls)
     try:
         while any(r is None for r in results[:len(calls)]):
             for i in range(len(running)):
@@ -119,14 +120,9 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
                 results[i] = _poll(child, proc, recv, cap, deadline, peaks, i)
                 if results[i] is None:
                     continue
-                settled, helper = after_call(results, i, enough, refill, deadline)
+                results, settled = settle(results, i, enough, refill, deadline, start)
                 if settled:
-                    results = cancel_rest(results)
                     break
-                if helper is not None:
-                    results.append(None)
-                    peaks.append(0.0)
-                    start(*helper)
             time.sleep(POLL_S)
     finally:
         for child, proc, recv in running:
@@ -140,12 +136,17 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
     return results
 
 
-def after_call(results: list, i: int, enough, refill, deadline: float) -> tuple[bool, tuple | None]:
-    """Call ``i`` has ended: (True, None) when its result settles the batch (``enough``), else
-    (False, the helper call ``refill`` offers for the freed core, or None)."""
+def settle(results: list, i: int, enough, refill, deadline: float, start) -> tuple[list, bool]:
+    """Call ``i`` has ended: (results with the rest cancelled, True) when its result settles the
+    batch (``enough``); else the helper call ``refill`` offers for the freed core is started
+    (``start(fn, args)``, a new slot in ``results``) and (results, False) returned."""
     if enough(results[i]):
-        return True, None
-    return False, (refill(results) if refill is not None and time.monotonic() < deadline else None)
+        return cancel_rest(results), True
+    helper = refill(results) if refill is not None and time.monotonic() < deadline else None
+    if helper is not None:
+        results.append(None)
+        start(*helper)
+    return results, False
 
 
 def cancel_rest(results: list) -> list[Isolated]:

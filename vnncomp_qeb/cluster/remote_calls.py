@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from vnncomp_qeb.isolate import CANCELLED, CRASHED, OK, OUT_OF_TIME, Isolated, after_call, cancel_rest
+from vnncomp_qeb.isolate import CANCELLED, CRASHED, OK, OUT_OF_TIME, Isolated, cancel_rest, settle
 
 POLL_S = 0.02
 
@@ -65,13 +65,9 @@ def run_remote_all(calls: list[tuple[Callable, tuple]], *, deadline: float, dead
                     results[i] = Isolated(OK, ray.get(ref))
                 except Exception as exc:  # the task raised, or its worker died
                     results[i] = Isolated(CRASHED, message=f"{type(exc).__name__}: {exc}"[:500])
-                settled, helper = after_call(results, i, enough, refill, deadline)
+                results, settled = settle(results, i, enough, refill, deadline, start)
                 if settled:
-                    results = cancel_rest(results)
                     break
-                if helper is not None:
-                    results.append(None)
-                    start(*helper)
     finally:
         for ref, r in zip(refs, results):
             if r is None or r.status in (CANCELLED, OUT_OF_TIME):
