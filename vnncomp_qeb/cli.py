@@ -349,6 +349,11 @@ def cmd_max_error(args) -> int:
             inst = load_instance(args.spec, _networks(args))
         log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
         r = max_error(inst, args.timeout, seed=args.seed, log=log)
+    if args.json:  # files first: a reader that stops early (| head) must not lose them
+        with open(args.json, "w") as f:
+            json.dump(r.to_json(), f, indent=1)
+    if args.plot:
+        _plot_interval(r, args.plot)
     closed = "closed" if r.upper <= r.lower else f"gap {r.upper - r.lower:.6g}"
     print(f"max |N − Q| in [{r.lower:.9g}, {r.upper:.9g}] ({closed}, {r.time:.2f}s, {r.boxes} boxes)")
     for i, (lo, hi) in sorted(r.outputs.items()):
@@ -356,11 +361,6 @@ def cmd_max_error(args) -> int:
     if r.witness is not None:
         print("attained at x = " + np.array2string(r.witness.astype(np.float64), precision=9, threshold=20,
                                                    separator=", "))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r.to_json(), f, indent=1)
-    if args.plot:
-        _plot_interval(r, args.plot)
     return 0
 
 
