@@ -161,3 +161,16 @@ def test_v2_unbounded_input_rejected():
            "(assert (>= Y[0,0] 1.0))\n"
     with pytest.raises(SpecError, match=r"X\[0,1\] has no lower bound"):
         parse_spec(text)
+
+
+def test_oversized_properties_are_refused_before_parsing(tmp_path):
+    """A disjunction of 2.1 M comparisons without (and …) blocks is refused by a count before any
+    parsing, with the reason (parsing it first took tens of seconds and gigabytes)."""
+    from vnncomp_qeb.errors import SpecError
+    from vnncomp_qeb.io.vnnlib import load_spec
+
+    path = tmp_path / "huge.vnnlib"
+    path.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (or "
+                    + " ".join(f"(<= X_0 {k})" for k in range(2_100_000)) + "))\n")
+    with pytest.raises(SpecError, match="comparisons"):
+        load_spec(str(path))
