@@ -6,7 +6,8 @@ Q(x)_i|`` over a property's input region, per output and overall, that narrows a
   worst boxes, each replayed).
 - ``upper`` is sound by the same rules as ``unsat``: the DRA's bounds over a set of boxes that
   covers the region; branch and bound splits the box with the largest bound first (on snapped
-  inputs down to single codes, where the exact value closes the gap).
+  inputs down to single codes, where the exact value closes the gap); on wide regions the MILP's
+  dual bounds then lower it further.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from vnncomp_qeb.errors import SpecError
 from vnncomp_qeb.io.instance import Instance
 from vnncomp_qeb.io.replay import joint_output, model_input, snap_into_box
 from vnncomp_qeb.search.attack import coordinate_search, pgd
-from vnncomp_qeb.search.domains import domain_for
+from vnncomp_qeb.search.domains import CodeDomain, domain_for
 from vnncomp_qeb.search.sampling import best_candidates, box_points
 from vnncomp_qeb.spec import Case, Polytope
 
 SAMPLES = 4096
+MILP_DIMS = 12  # more free inputs than this: the MILP gets the time branch and bound leaves
+SPLIT_SHARE = 0.5
 BATCH = 64  # boxes bounded per DRA call
 REPLAYS = 8  # candidate points replayed per round
 
@@ -145,16 +148,16 @@ class _Search:
         self.result.boxes += L.shape[0]
         return np.maximum(hi[:, self.outputs], -lo[:, self.outputs])
 
-    def refine(self) -> None:
-        """Branch and bound on the box with the largest bound until the gap closes or time runs
-        out; ``upper`` is the largest bound of the boxes still open (all others are below it)."""
+    def refine(self, until: float) -> None:
+        """Branch and bound on the box with the largest bound until the gap closes or ``until``;
+        ``upper`` is the largest bound of the boxes still open (all others are below it)."""
         domain = domain_for(self.inst.graph)
         L, U = domain.initial(self.case)
         b = self.bound(domain, L, U)
         heap = [(-float(b[0].max()), 0, L[0], U[0], b[0])]
         closed = np.zeros(len(self.outputs))  # per output: the largest bound of boxes dropped
         counter = 1
-        while heap and not self.out_of_time():
+        while heap and time.monotonic() < until:
             self._update(heap, closed)
             self.note()
             if self.result.upper <= self.result.lower * (1 + 1e-12) + 1e-12:
@@ -177,6 +180,39 @@ class _Search:
                 counter += 1
         self._update(heap, closed)
 
+    def milp(self) -> None:
+        """The MILP's dual bound on each open output's maximum over the whole region (both signs),
+        the remaining time shared between the outputs whose gap is widest; it only ever lowers
+        ``upper`` (a dual bound of max (±y_i − lower_i) is a certified bound of |y_i| − lower_i)."""
+        from vnncomp_qeb.isolate import OK, run_isolated
+        from vnncomp_qeb.milp.backends import backend_chain
+
+        chain = backend_chain("highs")
+        open_ = sorted((i for i in self.outputs if self.result.outputs[i][1] > self.result.outputs[i][0]),
+                       key=lambda i: self.result.outputs[i][0] - self.result.outputs[i][1])
+        domain = domain_for(self.inst.graph)
+        L, U = domain.initial(self.case)
+        jobs = [(i, sign) for i in open_ for sign in (1.0, -1.0)]
+        side = {}  # (output, sign) -> certified bound of max sign·y_i
+        for k, (i, sign) in enumerate(jobs):
+            left = self.deadline - time.monotonic() - 0.5
+            if left <= 1.0 or not chain:
+                break
+            until = time.monotonic() + left / (len(jobs) - k)
+            t = self.result.outputs[i][0]
+            A = np.zeros((1, self.m))
+            A[0, i] = -sign  # sign·y_i ≥ t: slack sign·y_i − t
+            poly = Polytope(A, np.array([-t]), np.zeros(1, dtype=bool))
+            res = run_isolated(_milp_bound, domain.analysis_graph, L[0], U[0], [poly], isinstance(domain, CodeDomain),
+                               until, chain, deadline=until + 0.5)
+            if res.status == OK and res.value < np.inf:  # −inf: this sign never reaches t
+                side[(i, sign)] = t + res.value
+            if (i, 1.0) in side and (i, -1.0) in side:  # both signs bounded: |y_i| is
+                self.result.outputs[i][1] = float(min(self.result.outputs[i][1],
+                                                      max(side[(i, 1.0)], side[(i, -1.0)], t)))
+                self.result.upper = float(max(self.result.outputs[j][1] for j in self.outputs))
+                self.note()
+
     def _exact(self, x: np.ndarray) -> np.ndarray:
         """|N − Q| per output at single points, as onnxruntime computes it there: the quantity
         certified is onnxruntime's (deterministic at a point), so this closes the box exactly."""
@@ -195,13 +231,27 @@ class _Search:
         self.result.upper = float(max(self.result.outputs[i][1] for i in self.outputs))
 
 
+def _milp_bound(graph, L, U, polys, integer_input, deadline, chain) -> float:
+    """In a child: the MILP's certified bound of the largest slack of ``polys`` over the box."""
+    from vnncomp_qeb.milp.solve import milp_box
+
+    return milp_box(graph, L, U, polys, integer_input=integer_input, deadline=deadline, chain=chain,
+                    check=lambda points: None, search=False).bound
+
+
 def max_error(inst: Instance, timeout: float, seed: int = 0,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> MaxError:
     """The certified interval of max |N − Q| over the instance's region within ``timeout`` s."""
     start = time.monotonic()
     s = _Search(inst, start + max(timeout, 0.0), log, seed)
     s.falsify()
-    s.refine()
+    domain = domain_for(inst.graph)
+    L, U = domain.initial(s.case)
+    wide = int(np.sum(U[0] > L[0])) > MILP_DIMS
+    # wide regions: branch and bound first, then the MILP's dual bounds on the open outputs
+    s.refine(time.monotonic() + SPLIT_SHARE * max(s.deadline - time.monotonic(), 0) if wide else s.deadline)
+    if wide and not s.out_of_time() and s.result.upper > s.result.lower:
+        s.milp()
     s.result.time = time.monotonic() - start
     s.result.history.append((s.result.time, s.result.lower, s.result.upper))
     return s.result

@@ -27,7 +27,7 @@ from vnncomp_qeb.analysis.dra import row_lower_bounds
 from vnncomp_qeb.analysis.interval import output_bounds
 from vnncomp_qeb.analysis.spec_check import case_excluded
 from vnncomp_qeb.io.instance import Instance
-from vnncomp_qeb.io.replay import Replay, joint_output, model_input, replay
+from vnncomp_qeb.io.replay import Replay, joint_output, model_input, replay, snap_into_box
 from vnncomp_qeb.io.results import SAT, TIMEOUT, UNKNOWN, UNSAT, counterexample
 from vnncomp_qeb.isolate import CANCELLED, OK, OUT_OF_TIME, run_isolated_all, usable_cores
 from vnncomp_qeb.milp.backends import backend_chain
@@ -286,8 +286,12 @@ class _Run:
             found = self.confirm(xi, "branch-and-bound")
             if found:
                 return found, []
-            y = joint_output(self.inst, np.asarray(xi, dtype=model_input(next(iter(self.inst.networks.values())))[2]))
-            ort_margin = float(spec_case.margin(y[None])[0])
+            xt = snap_into_box(xi, spec_case.lower, spec_case.upper,
+                               model_input(next(iter(self.inst.networks.values())))[2])
+            if xt is None:  # no value of the input type at this point of the box: keep it open
+                undecided.append(xi)
+                continue
+            ort_margin = float(spec_case.margin(joint_output(self.inst, xt)[None])[0])
             tol = _reference_gap(self.inst.graph) * (1.0 + abs(ref))
             if not (ort_margin < 0 and ref < -tol):
                 undecided.append(xi)

@@ -67,8 +67,8 @@ def _step(op: ops.Op, st: list, bounds) -> float | None:
     if isinstance(op, ops.FakeQuant):  # s·q with q an integer code
         ss = dyadic_step(op.scale)
         return None if ss is None else _fits(ss, _mag(bounds, op.output), op.precision)
-    if any(s is None for s in st):
-        return None
+    if any(s is None for s in st) or op.slack or np.any(np.asarray(op.slack_abs) != 0):
+        return None  # inexact inputs, or constants onnxruntime derives with rounding
     if isinstance(op, (ops.Reshape, ops.Gather, ops.Relu)):
         return st[0]
     if isinstance(op, ops.Concat):

@@ -37,16 +37,27 @@ def round_rel(op: ops.Op) -> float:
 
 
 def dot_error(op: ops.Op, n_terms: int, mag, out_mag) -> np.ndarray:
-    """Float error of an op's ``n_terms``-term dot product: :func:`vnncomp_qeb.numerics.dot_error`."""
-    return numerics.dot_error(op.precision, n_terms, mag, out_mag)
+    """Float error of an op's ``n_terms``-term dot product: :func:`vnncomp_qeb.numerics.dot_error`,
+    plus the op's slack."""
+    return numerics.dot_error(op.precision, n_terms, mag, out_mag) + _slack(op, mag)
 
 
 def elementwise_error(op: ops.Op, mag) -> np.ndarray:
     """Float error of one elementwise arithmetic step of ``op`` whose result is at most ``mag``
-    in magnitude (a cast: one rounding to its type)."""
+    in magnitude (a cast: one rounding to its type), plus the op's slack."""
     if isinstance(op, ops.CastFloat):
         return op.error(mag)
-    return unit(op) * np.asarray(mag) + tiny(op)
+    return unit(op) * np.asarray(mag) + tiny(op) + _slack(op, mag)
+
+
+def _slack(op: ops.Op, mag) -> np.ndarray | float:
+    """``slack·mag + slack_abs``, the absolute part laid out like ``mag`` (batch first)."""
+    mag = np.asarray(mag)
+    extra = op.slack * mag if op.slack else 0.0
+    sa = np.asarray(op.slack_abs, dtype=np.float64)
+    if sa.ndim and mag.ndim and sa.size == int(np.prod(mag.shape[1:])):
+        sa = sa.reshape(mag.shape[1:])
+    return extra + sa
 
 
 # round(t) − t ∈ [−h_lo, h_hi] for each rounding mode (ties either way)
@@ -102,7 +113,7 @@ def _scale(op: ops.MulConst, lo, hi):
     a = lo / op.c if op.divide else lo * op.c
     b = hi / op.c if op.divide else hi * op.c
     out_lo, out_hi = np.minimum(a, b), np.maximum(a, b)
-    return _widen(out_lo, out_hi, unit(op) * _mag(out_lo, out_hi) + tiny(op))
+    return _widen(out_lo, out_hi, elementwise_error(op, _mag(out_lo, out_hi)))
 
 
 def _round_interval(op: ops.Op, lo, hi):
@@ -130,7 +141,7 @@ def propagate_op(op: ops.Op, bounds: list[tuple[np.ndarray, np.ndarray]]) -> tup
     if isinstance(op, ops.AddConst):
         lo, hi = bounds[0]
         lo, hi = lo + op.c, hi + op.c
-        return _widen(lo, hi, unit(op) * _mag(lo, hi) + tiny(op))
+        return _widen(lo, hi, elementwise_error(op, _mag(lo, hi)))
     if isinstance(op, ops.CastFloat):  # monotone rounding, or none where onnxruntime elides it
         lo, hi = bounds[0]
         return np.minimum(lo, op.forward(lo)), np.maximum(hi, op.forward(hi))
@@ -139,7 +150,7 @@ def propagate_op(op: ops.Op, bounds: list[tuple[np.ndarray, np.ndarray]]) -> tup
     if isinstance(op, (ops.Add, ops.Sub)):
         (alo, ahi), (blo, bhi) = bounds
         lo, hi = (alo + blo, ahi + bhi) if isinstance(op, ops.Add) else (alo - bhi, ahi - blo)
-        return _widen(lo, hi, unit(op) * _mag(lo, hi) + tiny(op))
+        return _widen(lo, hi, elementwise_error(op, _mag(lo, hi)))
     if isinstance(op, ops.FakeQuant):
         return _fake_quant(op, *bounds[0])
     if isinstance(op, ops.Round):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from vnncomp_qeb import numerics
 from vnncomp_qeb.io.onnx_context import LoadContext, attr, handles
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.patches import average_pool_matrix, conv_matrix, pool_windows, same_pads, selection
@@ -17,6 +18,8 @@ def _image(ctx: LoadContext, name: str) -> tuple[str, tuple[int, int, int]]:
     """The variable and its (C, H, W) shape; a 1-D (C, L) input is taken as (C, 1, L)."""
     x = ctx.var(name)
     shape = ctx.logical_shape(x)
+    if ctx.batchless:  # onnxruntime would read the first axis as the batch
+        raise ctx.unsupported("convolution or pooling in a model without a batch axis")
     if len(shape) == 2:
         shape = (shape[0], 1, shape[1])
     if len(shape) != 3:
@@ -206,7 +209,14 @@ def _batch_norm(ctx: LoadContext, node: onnx.NodeProto) -> None:
     if attr(node, "training_mode", 0):
         raise ctx.unsupported("BatchNormalization in training mode")
     x = ctx.var(node.input[0])
+    if ctx.batchless:
+        raise ctx.unsupported("BatchNormalization in a model without a batch axis")
     scale, bias, mean, var = (ctx.const_f64(n) for n in node.input[1:5])
     k = scale / np.sqrt(var + attr(node, "epsilon", 1e-5))
-    mul = ctx.emit(ops.MulConst((x,), ctx.out_name(0, "_scaled"), c=ctx.per_axis(k, 1, x)))
-    ctx.emit(ops.AddConst((mul,), ctx.out_name(), c=ctx.per_axis(bias - mean * k, 1, x)))
+    # onnxruntime derives k and B − mean·k in float32 (its kernel and its Conv fusion alike): a few
+    # roundings of k (relative), and of the shift, which may cancel (absolute, per channel)
+    u = numerics.UNIT["float32"]
+    shift_err = 4 * u * (np.abs(mean * k) + np.abs(bias))
+    full = lambda v: np.broadcast_to(ctx.per_axis(v, 1, x), ctx.shape(x)).copy()  # noqa: E731
+    mul = ctx.emit(ops.MulConst((x,), ctx.out_name(0, "_scaled"), c=ctx.per_axis(k, 1, x), slack=4 * u))
+    ctx.emit(ops.AddConst((mul,), ctx.out_name(), c=ctx.per_axis(bias - mean * k, 1, x), slack_abs=full(shift_err)))

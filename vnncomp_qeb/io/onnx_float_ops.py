@@ -170,11 +170,13 @@ def _concat(ctx, node):
         raise ctx.unsupported("Concat of constants only")
     names = [ctx.var(n) if ctx.is_var(n) else constant_tensor(ctx, ctx.per_sample_const(ctx.const(n), first_var), n)
              for n in node.input]
-    rank = len(ctx.shape(names[0])) + (0 if ctx.batchless else 1)
+    rank = len(ctx.logical_shape(names[0])) + (0 if ctx.batchless else 1)
     axis = attr(node, "axis")
     axis = (axis + rank if axis < 0 else axis) + (1 if ctx.batchless else 0)  # the IR's axis 0 is the batch
     if axis == 0:
         raise ctx.unsupported("Concat along the batch axis")
+    if any(n in ctx.logical for n in names) and axis != 1:  # flat (C, H, W): channels only
+        raise ctx.unsupported(f"Concat of convolution outputs along axis {axis} (only channels, axis 1)")
     ctx.emit(ops.Concat(tuple(names), ctx.out_name(), axis=axis))
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from vnncomp_qeb import numerics
 from vnncomp_qeb.errors import ModelError
 from vnncomp_qeb.io import onnx_conv_ops, onnx_float_ops, onnx_quant_ops  # noqa: F401  (register handlers)
 from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, HANDLERS, PRECISION_OF, LoadContext, attr
@@ -189,6 +190,16 @@ def _fold(ctx: LoadContext, node: onnx.NodeProto) -> None:
         ctx.constants[name] = np.asarray(value)
 
 
+def folded_shift(prev: ops.Affine, op: ops.Op, c: np.ndarray) -> dict:
+    """Error terms of ``Affine(W, b)`` with a shift ``c`` folded in: onnxruntime rounds ``W·x + b``
+    before adding ``c``, which may cancel ``b`` (so the fused bias ``b + c`` understates it)."""
+    flat = lambda v: np.asarray(v, dtype=np.float64).reshape(-1) if np.ndim(v) else float(v)  # noqa: E731
+    extra = flat(prev.slack_abs) + flat(op.slack_abs)
+    if prev.b is not None:
+        extra = extra + 2 * numerics.UNIT[ops.coarsest(prev.precision, op.precision)] * (np.abs(prev.b) + np.abs(c))
+    return dict(slack=prev.slack, slack_abs=extra, extra_steps=prev.extra_steps + 1)
+
+
 def fuse_affine_bias(op_list: list[ops.Op], outputs: list[str]) -> list[ops.Op]:
     """Fold ``AddConst`` into the ``Affine`` before it when the constant is a per-output bias
     (MatMul followed by Add): fewer ops, same function."""
@@ -204,11 +215,11 @@ def fuse_affine_bias(op_list: list[ops.Op], outputs: list[str]) -> list[ops.Op]:
         if (isinstance(op, ops.AddConst) and isinstance(prev, ops.Affine)
                 and readers.get(prev.output) == 1 and prev.output not in outputs
                 and np.ndim(op.c) <= 1 and np.size(op.c) in (1, prev.W.shape[1])):
-            bias = np.broadcast_to(np.asarray(op.c, dtype=np.float64), (prev.W.shape[1],))
+            bias = np.broadcast_to(np.asarray(op.c, dtype=np.float64).reshape(-1), (prev.W.shape[1],))
             new = ops.Affine(prev.inputs, op.output, W=prev.W,
                              b=bias.copy() if prev.b is None else prev.b + bias,
                              source=f"{prev.source} + {op.source}",
-                             precision=ops.coarsest(prev.precision, op.precision))
+                             precision=ops.coarsest(prev.precision, op.precision), **folded_shift(prev, op, bias))
             dropped.add(id(prev))
             fused[fused.index(prev)] = new
             by_output[op.output] = new

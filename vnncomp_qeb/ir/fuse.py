@@ -115,9 +115,9 @@ def merge_clamps(graph: Graph) -> Graph:
         prev = merged.get(prev.output, prev) if prev is not None else None
         if (isinstance(op, (ops.Clip, ops.Relu)) and isinstance(prev, (ops.Clip, ops.Relu))
                 and len(readers.get(prev.output, [])) == 1 and prev.output not in graph.outputs):
-            lo = max(_clamp(prev)[0], _clamp(op)[0])
-            hi = min(_clamp(prev)[1], _clamp(op)[1])
-            new = ops.Clip(prev.inputs, op.output, lo=lo, hi=max(lo, hi), source=f"{prev.source} → {op.source}",
+            (lo1, hi1), (lo2, hi2) = _clamp(prev), _clamp(op)
+            lo, hi = float(np.clip(lo1, lo2, hi2)), float(np.clip(hi1, lo2, hi2))  # clamp ∘ clamp
+            new = ops.Clip(prev.inputs, op.output, lo=lo, hi=hi, source=f"{prev.source} → {op.source}",
                            precision=ops.coarsest(prev.precision, op.precision))
             out_ops[out_ops.index(prev)] = new
             merged[op.output] = new
@@ -142,17 +142,19 @@ def fold_affine_outputs(graph: Graph) -> Graph:
         folded = None
         if (isinstance(prev, ops.Affine) and len(readers.get(prev.output, [])) == 1
                 and prev.output not in graph.outputs and prev in out_ops):
+            from vnncomp_qeb.io.onnx_loader import folded_shift
+
             n = prev.W.shape[1]
-            common = dict(source=f"{prev.source} + {op.source}", precision=ops.coarsest(prev.precision, op.precision),
-                          extra_steps=prev.extra_steps + 1)
-            if type(op) is ops.MulConst and not op.divide and np.size(op.c) in (1, n):
-                k = np.broadcast_to(np.asarray(op.c, dtype=np.float64), (n,))
+            common = dict(source=f"{prev.source} + {op.source}", precision=ops.coarsest(prev.precision, op.precision))
+            if type(op) is ops.MulConst and not op.divide and np.size(op.c) in (1, n) and not np.any(prev.slack_abs):
+                k = np.broadcast_to(np.asarray(op.c, dtype=np.float64).reshape(-1), (n,))
                 W = prev.W @ _diag(k) if prev.sparse else prev.W * k[None, :]
-                folded = ops.Affine(prev.inputs, op.output, W=W, b=None if prev.b is None else prev.b * k, **common)
+                folded = ops.Affine(prev.inputs, op.output, W=W, b=None if prev.b is None else prev.b * k,
+                                    slack=prev.slack + op.slack, extra_steps=prev.extra_steps + 1, **common)
             elif type(op) is ops.AddConst and np.size(op.c) in (1, n):
-                c = np.broadcast_to(np.asarray(op.c, dtype=np.float64), (n,))
+                c = np.broadcast_to(np.asarray(op.c, dtype=np.float64).reshape(-1), (n,))
                 folded = ops.Affine(prev.inputs, op.output, W=prev.W, b=c.copy() if prev.b is None else prev.b + c,
-                                    **common)
+                                    **folded_shift(prev, op, c), **common)
         if folded is not None:
             out_ops[out_ops.index(prev)] = folded
             by_output[op.output] = folded
@@ -178,6 +180,8 @@ def drop_requantization(graph: Graph) -> Graph:
         op_inputs = tuple(alias.get(n, n) for n in op.inputs)
         prev = by_output.get(op_inputs[0]) if op_inputs else None
         if (isinstance(op, ops.FakeQuant) and isinstance(prev, ops.FakeQuant) and op.output not in graph.outputs
+                and np.isfinite(prev.qmin) and np.isfinite(prev.qmax)
+                and np.max(np.abs([prev.qmin, prev.qmax] - np.asarray(prev.zero_point).reshape(-1, 1))) < 2.0**21
                 and np.array_equal(np.broadcast_to(op.scale, np.shape(prev.scale)), prev.scale)
                 and np.array_equal(np.broadcast_to(op.zero_point, np.shape(prev.zero_point)), prev.zero_point)
                 and (op.qmin, op.qmax) == (prev.qmin, prev.qmax) and op.mode in ("half_even", "half_up", "half_away")):

@@ -43,6 +43,10 @@ class Op:
     source: str = field(default="", kw_only=True)
     # the floating-point type onnxruntime computes this op in: sets its rounding-error bounds
     precision: str = field(default="float32", kw_only=True)
+    # error beyond the op's own rounding: relative to the magnitude its error scales with, and
+    # absolute per element (constants onnxruntime derives in float32, e.g. BatchNormalization's)
+    slack: float = field(default=0.0, kw_only=True)
+    slack_abs: np.ndarray | float = field(default=0.0, kw_only=True)
 
     kind = "op"
 
