@@ -142,3 +142,21 @@ def test_models_without_a_batch_axis(tmp_path):
     for _ in range(5):
         x = rng.normal(size=4).astype(np.float32)
         np.testing.assert_array_equal(g.evaluate(x[None].astype(np.float64))[0], sess.run(None, {"x": x})[0].ravel())
+
+
+def test_clamp_of_a_clamp_below_it(tmp_path):
+    """``Min(Max(x, 0), −1)`` is −1 everywhere: the merged clamp must say so (found by review)."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    from vnncomp_qeb.analysis.dra import MODES, difference_bounds
+    from vnncomp_qeb.ir.fuse import normalise
+
+    nodes = [h.make_node("Max", ["x", "zero"], ["a"]), h.make_node("Min", ["a", "m1"], ["y"])]
+    inits = [nh.from_array(np.array(0, np.float32), "zero"), nh.from_array(np.array(-1, np.float32), "m1")]
+    path = M.save(nodes, inits, tmp_path / "cc.onnx", 2, 2)
+    g = normalise(load_onnx(path))
+    for mode in MODES:
+        lo, hi = difference_bounds(g, np.full((1, 2), -3.0), np.full((1, 2), 3.0), mode)
+        assert np.all(lo <= -1.0) and np.all(hi >= -1.0) and np.all(hi <= -1.0 + 1e-6), mode
