@@ -246,3 +246,41 @@ def test_concat_of_convolutions_and_batchless_convolutions(tmp_path):
     onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], ir_version=M.IR_VERSION), path)
     with pytest.raises(UnsupportedOperator, match="without a batch axis"):
         load_onnx(path)
+
+
+@pytest.mark.parametrize("kind, attrs, shape, kshape", [c for c in LAYERS if c[0] != "max"],
+                         ids=[f"{c[0]}{i}" for i, c in enumerate(LAYERS) if c[0] != "max"])
+def test_linear_layer_backsubstitution_and_milp_rows(tmp_path, kind, attrs, shape, kshape):
+    """Per op: back-substitution through the layer gives the dense Jacobian (finite differences of
+    the evaluator, exact for a linear map), and the proof MILP with its inputs fixed at sampled
+    points keeps onnxruntime's outputs inside each output's range."""
+    from vnncomp_qeb.analysis.backsub import linear_bounds
+    from vnncomp_qeb.analysis.dra import refined_bounds
+    from vnncomp_qeb.milp.backends import OPTIMAL, HighsBackend
+    from vnncomp_qeb.milp.encode import PROOF, encode
+
+    rng = np.random.default_rng(sum(shape))
+    path = _single(tmp_path / "m.onnx", kind, attrs, shape, kshape, rng)
+    graph = normalise(load_onnx(path))
+    n, m = graph.input_size, graph.output_size
+    x0 = rng.normal(size=n)
+    base = graph.evaluate(x0[None])[0]
+    J = np.stack([graph.evaluate((x0 + np.eye(n)[j])[None])[0] - base for j in range(n)], axis=1)  # (m, n)
+    bounds, rel = refined_bounds(graph, (x0 - 1)[None], (x0 + 1)[None])
+    coeffs: list = []
+    linear_bounds(graph, bounds, rel, graph.outputs[0], np.eye(m), coeffs)
+    np.testing.assert_allclose(coeffs[0][0, :m], J, rtol=1e-9, atol=1e-9)  # lower-bound rows: C·J
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for _ in range(3):
+        x = rng.uniform(-1, 1, size=n).astype(np.float32)
+        y = sess.run(None, {"x": x.reshape((1,) + shape)})[0].reshape(-1).astype(np.float64)
+        xd = x.astype(np.float64)
+        bounds, _ = refined_bounds(graph, xd[None], xd[None])
+        enc = encode(graph, bounds, PROOF)
+        for j in rng.choice(m, size=min(m, 3), replace=False):
+            for sign in (1.0, -1.0):
+                model = enc.model.copy()
+                model.add_rows(enc.inputs[:, None], np.ones((n, 1)), xd, xd)
+                model.set_objective(enc.outputs[j:j + 1], np.array([sign]))
+                r = HighsBackend().solve(model, 10)
+                assert r.status == OPTIMAL and sign * y[j] <= r.bound + 1e-6 * (1 + abs(y[j]))

@@ -51,12 +51,13 @@ def elementwise_error(op: ops.Op, mag) -> np.ndarray:
 
 
 def _slack(op: ops.Op, mag) -> np.ndarray | float:
-    """``slack·mag + slack_abs``, the absolute part laid out like ``mag`` (batch first)."""
+    """``slack·mag + slack_abs``, the absolute part laid out like ``mag`` (per sample, with or
+    without a leading batch axis, flat or not)."""
     mag = np.asarray(mag)
     extra = op.slack * mag if op.slack else 0.0
     sa = np.asarray(op.slack_abs, dtype=np.float64)
-    if sa.ndim and mag.ndim and sa.size == int(np.prod(mag.shape[1:])):
-        sa = sa.reshape(mag.shape[1:])
+    if sa.ndim and mag.ndim:
+        sa = sa.reshape(mag.shape if sa.size == mag.size else mag.shape[1:])
     return extra + sa
 
 
