@@ -70,13 +70,14 @@ def error_outputs(case: Case) -> list[int]:
 
 def _abs_case(case: Case, outputs: list[int], m: int) -> Case:
     """A case whose margin is max_i |y_i| over ``outputs`` (for the attacks to maximise)."""
-    polys = []
-    for i in outputs:
-        for sign in (1.0, -1.0):
-            A = np.zeros((1, m))
-            A[0, i] = -sign
-            polys.append(Polytope(A, np.zeros(1), np.zeros(1, dtype=bool)))
-    return Case(case.lower, case.upper, polys)
+    return Case(case.lower, case.upper, [_side(i, sign, 0.0, m) for i in outputs for sign in (1.0, -1.0)])
+
+
+def _side(i: int, sign: float, t: float, m: int) -> Polytope:
+    """The polytope ``sign·y_i ≥ t`` (slack ``sign·y_i − t``)."""
+    A = np.zeros((1, m))
+    A[0, i] = -sign
+    return Polytope(A, np.array([-t]), np.zeros(1, dtype=bool))
 
 
 class _Search:
@@ -148,11 +149,9 @@ class _Search:
         self.result.boxes += L.shape[0]
         return np.maximum(hi[:, self.outputs], -lo[:, self.outputs])
 
-    def refine(self, until: float) -> None:
+    def refine(self, domain, L: np.ndarray, U: np.ndarray, until: float) -> None:
         """Branch and bound on the box with the largest bound until the gap closes or ``until``;
         ``upper`` is the largest bound of the boxes still open (all others are below it)."""
-        domain = domain_for(self.inst.graph)
-        L, U = domain.initial(self.case)
         b = self.bound(domain, L, U)
         heap = [(-float(b[0].max()), 0, L[0], U[0], b[0])]
         closed = np.zeros(len(self.outputs))  # per output: the largest bound of boxes dropped
@@ -180,7 +179,7 @@ class _Search:
                 counter += 1
         self._update(heap, closed)
 
-    def milp(self) -> None:
+    def milp(self, domain, L: np.ndarray, U: np.ndarray) -> None:
         """The MILP's dual bound on each open output's maximum over the whole region (both signs),
         the remaining time shared between the outputs whose gap is widest; it only ever lowers
         ``upper`` (a dual bound of max (±y_i − lower_i) is a certified bound of |y_i| − lower_i)."""
@@ -190,8 +189,6 @@ class _Search:
         chain = backend_chain("highs")
         open_ = sorted((i for i in self.outputs if self.result.outputs[i][1] > self.result.outputs[i][0]),
                        key=lambda i: self.result.outputs[i][0] - self.result.outputs[i][1])
-        domain = domain_for(self.inst.graph)
-        L, U = domain.initial(self.case)
         jobs = [(i, sign) for i in open_ for sign in (1.0, -1.0)]
         side = {}  # (output, sign) -> certified bound of max sign·y_i
         for k, (i, sign) in enumerate(jobs):
@@ -200,10 +197,8 @@ class _Search:
                 break
             until = time.monotonic() + left / (len(jobs) - k)
             t = self.result.outputs[i][0]
-            A = np.zeros((1, self.m))
-            A[0, i] = -sign  # sign·y_i ≥ t: slack sign·y_i − t
-            poly = Polytope(A, np.array([-t]), np.zeros(1, dtype=bool))
-            res = run_isolated(_milp_bound, domain.analysis_graph, L[0], U[0], [poly], isinstance(domain, CodeDomain),
+            res = run_isolated(_milp_bound, domain.analysis_graph, L[0], U[0], [_side(i, sign, t, self.m)],
+                               isinstance(domain, CodeDomain),
                                until, chain, deadline=until + 0.5)
             if res.status == OK and res.value < np.inf:  # −inf: this sign never reaches t
                 side[(i, sign)] = t + res.value
@@ -249,9 +244,10 @@ def max_error(inst: Instance, timeout: float, seed: int = 0,
     L, U = domain.initial(s.case)
     wide = int(np.sum(U[0] > L[0])) > MILP_DIMS
     # wide regions: branch and bound first, then the MILP's dual bounds on the open outputs
-    s.refine(time.monotonic() + SPLIT_SHARE * max(s.deadline - time.monotonic(), 0) if wide else s.deadline)
+    s.refine(domain, L, U,
+             time.monotonic() + SPLIT_SHARE * max(s.deadline - time.monotonic(), 0) if wide else s.deadline)
     if wide and not s.out_of_time() and s.result.upper > s.result.lower:
-        s.milp()
+        s.milp(domain, L, U)
     s.result.time = time.monotonic() - start
     s.result.history.append((s.result.time, s.result.lower, s.result.upper))
     return s.result

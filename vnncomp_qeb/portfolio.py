@@ -27,7 +27,7 @@ from vnncomp_qeb.analysis.dra import row_lower_bounds
 from vnncomp_qeb.analysis.interval import output_bounds
 from vnncomp_qeb.analysis.spec_check import case_excluded
 from vnncomp_qeb.io.instance import Instance
-from vnncomp_qeb.io.replay import Replay, joint_output, model_input, replay, snap_into_box
+from vnncomp_qeb.io.replay import Replay, replay
 from vnncomp_qeb.io.results import SAT, TIMEOUT, UNKNOWN, UNSAT, counterexample
 from vnncomp_qeb.isolate import CANCELLED, OK, OUT_OF_TIME, run_isolated_all, usable_cores
 from vnncomp_qeb.milp.backends import backend_chain
@@ -149,12 +149,17 @@ class _Run:
         return None
 
     def confirm(self, x: np.ndarray, stage: str) -> Outcome | None:
+        return self.sat_if_replayed(self.replay(x), stage)
+
+    def replay(self, x: np.ndarray) -> Replay:
         self.replays += 1
-        r = replay(self.inst, x)
+        return replay(self.inst, x)
+
+    def sat_if_replayed(self, r: Replay, stage: str) -> Outcome | None:
+        """``sat`` with the witness text when onnxruntime confirmed the violation."""
         if not r.ok:
             return None
-        text = counterexample(self.inst.spec, r.x, r.y)
-        return Outcome(SAT, text, r, stage, f"witness margin {r.margin:.3g}")
+        return Outcome(SAT, counterexample(self.inst.spec, r.x, r.y), r, stage, f"witness margin {r.margin:.3g}")
 
     def falsify(self) -> Outcome | None:
         for case in self.inst.cases:
@@ -281,19 +286,13 @@ class _Run:
         another rounding of a fused kernel could flip) is returned undecided."""
         x = domain.to_input(points, case)
         undecided = []
-        spec_case = self.inst.spec.cases[self.inst.cases.index(case)]
         for xi, ref in zip(x, case.margin(self.inst.graph.evaluate(x))):
-            found = self.confirm(xi, "branch-and-bound")
+            r = self.replay(xi)  # onnxruntime once: a witness, or its best margin over the boxes
+            found = self.sat_if_replayed(r, "branch-and-bound")
             if found:
                 return found, []
-            xt = snap_into_box(xi, spec_case.lower, spec_case.upper,
-                               model_input(next(iter(self.inst.networks.values())))[2])
-            if xt is None:  # no value of the input type at this point of the box: keep it open
-                undecided.append(xi)
-                continue
-            ort_margin = float(spec_case.margin(joint_output(self.inst, xt)[None])[0])
             tol = _reference_gap(self.inst.graph) * (1.0 + abs(ref))
-            if not (ort_margin < 0 and ref < -tol):
+            if not (r.case >= 0 and r.margin < 0 and ref < -tol):  # r.case < 0: in no box as its type
                 undecided.append(xi)
         return None, undecided
 

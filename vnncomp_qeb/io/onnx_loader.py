@@ -9,12 +9,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from vnncomp_qeb import numerics
 from vnncomp_qeb.errors import ModelError
 from vnncomp_qeb.io import onnx_conv_ops, onnx_float_ops, onnx_quant_ops  # noqa: F401  (register handlers)
 from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, HANDLERS, PRECISION_OF, LoadContext, attr
 from vnncomp_qeb.io.onnx_quant_ops import dequantize_const
 from vnncomp_qeb.ir import ops
+from vnncomp_qeb.ir.fuse import folded_shift
 from vnncomp_qeb.ir.graph import Graph
 
 # Ops evaluated on constants by onnx's reference implementation when all their inputs are known.
@@ -188,16 +188,6 @@ def _fold(ctx: LoadContext, node: onnx.NodeProto) -> None:
         raise ctx.unsupported(f"cannot evaluate on constants ({exc})") from exc
     for name, value in zip(node.output, results):
         ctx.constants[name] = np.asarray(value)
-
-
-def folded_shift(prev: ops.Affine, op: ops.Op, c: np.ndarray) -> dict:
-    """Error terms of ``Affine(W, b)`` with a shift ``c`` folded in: onnxruntime rounds ``W·x + b``
-    before adding ``c``, which may cancel ``b`` (so the fused bias ``b + c`` understates it)."""
-    flat = lambda v: np.asarray(v, dtype=np.float64).reshape(-1) if np.ndim(v) else float(v)  # noqa: E731
-    extra = flat(prev.slack_abs) + flat(op.slack_abs)
-    if prev.b is not None:
-        extra = extra + 2 * numerics.UNIT[ops.coarsest(prev.precision, op.precision)] * (np.abs(prev.b) + np.abs(c))
-    return dict(slack=prev.slack, slack_abs=extra, extra_steps=prev.extra_steps + 1)
 
 
 def fuse_affine_bias(op_list: list[ops.Op], outputs: list[str]) -> list[ops.Op]:

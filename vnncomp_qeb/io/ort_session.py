@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
+
 from vnncomp_qeb.errors import ModelError
+
+# onnxruntime's tensor type names → numpy dtypes of the inputs we feed
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 
 
 def ort_session(model: str | bytes):

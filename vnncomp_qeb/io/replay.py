@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from vnncomp_qeb.io.instance import Instance
-from vnncomp_qeb.io.ort_session import session
+from vnncomp_qeb.io.ort_session import ORT_DTYPES, session
 
 _NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
              onnx.TensorProto.FLOAT16: np.float16}
@@ -34,8 +34,7 @@ def model_input(path: str) -> tuple[str, list[int], type]:
     sess = session(path)
     inp = sess.get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-    dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64,
-             "tensor(float16)": np.float16}.get(inp.type, np.float32)
+    dtype = ORT_DTYPES.get(inp.type, np.float32)
     return inp.name, shape, dtype
 
 

@@ -9,7 +9,7 @@ from onnx import compose, helper, version_converter
 from vnncomp_qeb.errors import ModelError
 from vnncomp_qeb.io.onnx_context import FLOAT_TYPES
 from vnncomp_qeb.io.onnx_loader import read_model
-from vnncomp_qeb.io.ort_session import ort_session
+from vnncomp_qeb.io.ort_session import ORT_DTYPES, ort_session
 
 MAX_IR_VERSION = 10  # what the pinned onnxruntime reads
 
@@ -103,9 +103,9 @@ def _check_faithful(model: onnx.ModelProto, float_path: str, quant_path: str, sa
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
     rng = np.random.default_rng(0)
     for _ in range(samples):
-        x = rng.normal(0.0, 4.0, shape).astype(_NP[inp.type])
-        n_y = n_sess.run(None, {n_sess.get_inputs()[0].name: x.astype(_NP[n_sess.get_inputs()[0].type])})[0]
-        q_y = q_sess.run(None, {q_sess.get_inputs()[0].name: x.astype(_NP[q_sess.get_inputs()[0].type])})[0]
+        x = rng.normal(0.0, 4.0, shape).astype(ORT_DTYPES[inp.type])
+        n_y = n_sess.run(None, {n_sess.get_inputs()[0].name: x.astype(ORT_DTYPES[n_sess.get_inputs()[0].type])})[0]
+        q_y = q_sess.run(None, {q_sess.get_inputs()[0].name: x.astype(ORT_DTYPES[q_sess.get_inputs()[0].type])})[0]
         want = n_y - q_y.astype(n_y.dtype)
         got = twin.run(None, {inp.name: x})[0]
         if not np.array_equal(got.reshape(-1), want.reshape(-1), equal_nan=True):
@@ -113,8 +113,6 @@ def _check_faithful(model: onnx.ModelProto, float_path: str, quant_path: str, sa
             raise ModelError(f"the twin of {float_path} and {quant_path} does not compute N − Q as the two "
                              f"files do in onnxruntime (off by up to {dev:.3g} at a random input)")
 
-
-_NP = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 
 
 def _elem(vi: onnx.ValueInfoProto) -> int:

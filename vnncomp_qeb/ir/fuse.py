@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from vnncomp_qeb import numerics
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
 
@@ -130,6 +131,16 @@ def _clamp(op: ops.Op) -> tuple[float, float]:
     return (0.0, np.inf) if isinstance(op, ops.Relu) else (op.lo, op.hi)
 
 
+def folded_shift(prev: ops.Affine, op: ops.Op, c: np.ndarray) -> dict:
+    """Error terms of ``Affine(W, b)`` with a shift ``c`` folded in: onnxruntime rounds ``W·x + b``
+    before adding ``c``, which may cancel ``b`` (so the fused bias ``b + c`` understates it)."""
+    flat = lambda v: np.asarray(v, dtype=np.float64).reshape(-1) if np.ndim(v) else float(v)  # noqa: E731
+    extra = flat(prev.slack_abs) + flat(op.slack_abs)
+    if prev.b is not None:
+        extra = extra + 2 * numerics.UNIT[ops.coarsest(prev.precision, op.precision)] * (np.abs(prev.b) + np.abs(c))
+    return dict(slack=prev.slack, slack_abs=extra, extra_steps=prev.extra_steps + 1)
+
+
 def fold_affine_outputs(graph: Graph) -> Graph:
     """``Affine(W, b) → MulConst(k) → AddConst(c)`` (a BatchNormalization after a Conv, per output
     element or scalar) becomes ``Affine(W·k, b·k + c)``, as onnxruntime's Conv+BN fusion computes
@@ -142,8 +153,6 @@ def fold_affine_outputs(graph: Graph) -> Graph:
         folded = None
         if (isinstance(prev, ops.Affine) and len(readers.get(prev.output, [])) == 1
                 and prev.output not in graph.outputs and prev in out_ops):
-            from vnncomp_qeb.io.onnx_loader import folded_shift
-
             n = prev.W.shape[1]
             common = dict(source=f"{prev.source} + {op.source}", precision=ops.coarsest(prev.precision, op.precision))
             if type(op) is ops.MulConst and not op.divide and np.size(op.c) in (1, n) and not np.any(prev.slack_abs):
