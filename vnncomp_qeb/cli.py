@@ -420,11 +420,12 @@ def cmd_bench(args) -> int:
 
 
 def supported_operators() -> list[str]:
-    """ONNX operators the loader reads (its handler registry; Constant is folded generically)."""
-    from vnncomp_qeb.io import onnx_loader  # noqa: F401 - registers the handlers
+    """ONNX operators the loader reads (its handler registry, and the ops that only ever see
+    constants, which it folds)."""
     from vnncomp_qeb.io.onnx_context import HANDLERS
+    from vnncomp_qeb.io.onnx_loader import CONSTANT_ONLY
 
-    return sorted({name.split(".")[-1] for name in HANDLERS} | {"Constant"})
+    return sorted({name.split(".")[-1] for name in HANDLERS} | set(CONSTANT_ONLY))
 
 
 def cmd_supports(args) -> int:

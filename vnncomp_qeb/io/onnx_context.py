@@ -29,6 +29,11 @@ PRECISION_OF = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "flo
                 onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
 
 
+class BatchAxisCrossed(UnsupportedOperator):
+    """A node mixes elements across what the loader took as the batch axis (a fixed leading 1):
+    the model is then read again with that axis as part of the one sample."""
+
+
 @dataclass
 class QTag:
     """An integer ONNX tensor ``q`` represented in the IR by its real value ``s·(q − z)``."""
@@ -139,7 +144,7 @@ class LoadContext:
         self.samples[op.output] = np.zeros_like(out)
         self.ops.append(op)
         src = op.inputs[0] if op.inputs else None
-        if (src in self.logical and not isinstance(op, (ops.Reshape, ops.Affine))
+        if (src in self.logical and not isinstance(op, (ops.Reshape, ops.Affine, ops.Gather))
                 and out[0].size == self.samples[src][0].size):  # elementwise: same ONNX shape
             self.logical[op.output] = self.logical[src]
         if tag is not None:
@@ -176,6 +181,9 @@ class LoadContext:
     def unsupported(self, why: str) -> UnsupportedOperator:
         return UnsupportedOperator(f"node {self.where()}: {why}", path=self.path)
 
+    def crosses_batch(self, why: str) -> BatchAxisCrossed:
+        return BatchAxisCrossed(f"node {self.where()}: {why}", path=self.path)
+
     # -- helpers shared by handlers ----------------------------------------------------------
     def per_sample_const(self, c: np.ndarray, like: str) -> np.ndarray:
         """A constant broadcast against a full (batch-first) tensor, re-expressed against the
@@ -184,7 +192,7 @@ class LoadContext:
         shape = self.logical_shape(like)
         if c.ndim == len(shape) + 1:
             if c.shape[0] != 1:
-                raise self.unsupported(f"constant of shape {list(c.shape)} broadcasts over the batch axis")
+                raise self.crosses_batch(f"constant of shape {list(c.shape)} broadcasts over the batch axis")
             c = c[0]
         if self.var(like) in self.logical and c.size > 1:  # against the ONNX shape, then flat
             try:
@@ -212,7 +220,7 @@ class LoadContext:
         axis = axis + full_rank - (1 if self.batchless else 0) if axis < 0 else axis
         axis += 1 if self.batchless else 0  # count the IR's batch axis
         if axis == 0:
-            raise self.unsupported("per-axis quantization along the batch axis")
+            raise self.crosses_batch("per-axis quantization along the batch axis")
         shape = [1] * per_sample_rank
         shape[axis - 1] = values.size
         return values.reshape(shape)

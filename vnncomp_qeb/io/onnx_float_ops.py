@@ -134,7 +134,7 @@ def _flatten(ctx, node):
         return
     axis = axis + len(shape) + 1 if axis < 0 else axis
     if axis == 0 or int(np.prod(shape[: axis - 1], dtype=np.int64)) != 1:
-        raise ctx.unsupported(f"Flatten with axis={axis} would merge the batch axis")
+        raise ctx.crosses_batch(f"Flatten with axis={axis} would merge the batch axis")
     if len(ctx.shape(x)) == 1:  # held flat already (a convolution's output): nothing to do
         ctx.bind(node.output[0], x)
         if node.input[0] in ctx.tags:  # an integer tensor stays one
@@ -153,7 +153,7 @@ def _reshape(ctx, node):
         rest = [shape[i] if t == 0 and i < len(shape) else t for i, t in enumerate(target)]
     else:
         if not target or target[0] not in (1, -1, 0):
-            raise ctx.unsupported(f"Reshape to {target}: the first axis must stay the batch axis")
+            raise ctx.crosses_batch(f"Reshape to {target}: the first axis must stay the batch axis")
         rest = [shape[i] if t == 0 and i < len(shape) else t for i, t in enumerate(target[1:])]
     if rest.count(-1) == 1:
         known = int(np.prod([t for t in rest if t != -1], dtype=np.int64))
@@ -174,7 +174,7 @@ def _concat(ctx, node):
     axis = attr(node, "axis")
     axis = (axis + rank if axis < 0 else axis) + (1 if ctx.batchless else 0)  # the IR's axis 0 is the batch
     if axis == 0:
-        raise ctx.unsupported("Concat along the batch axis")
+        raise ctx.crosses_batch("Concat along the batch axis")
     if any(n in ctx.logical for n in names) and axis != 1:  # flat (C, H, W): channels only
         raise ctx.unsupported(f"Concat of convolution outputs along axis {axis} (only channels, axis 1)")
     ctx.emit(ops.Concat(tuple(names), ctx.out_name(), axis=axis))

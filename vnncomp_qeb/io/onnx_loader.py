@@ -10,8 +10,8 @@ import onnx
 from onnx import numpy_helper
 
 from vnncomp_qeb.errors import ModelError
-from vnncomp_qeb.io import onnx_conv_ops, onnx_float_ops, onnx_quant_ops  # noqa: F401  (register handlers)
-from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, HANDLERS, PRECISION_OF, LoadContext, attr
+from vnncomp_qeb.io import onnx_conv_ops, onnx_float_ops, onnx_quant_ops, onnx_shape_ops  # noqa: F401  (register handlers)
+from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, HANDLERS, PRECISION_OF, BatchAxisCrossed, LoadContext, attr
 from vnncomp_qeb.io.onnx_quant_ops import dequantize_const
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.fuse import folded_shift
@@ -19,7 +19,13 @@ from vnncomp_qeb.ir.graph import Graph
 
 # Ops evaluated on constants by onnx's reference implementation when all their inputs are known.
 _FOLDABLE = {"Constant", "Cast", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Add", "Sub",
-             "Mul", "Div", "Identity", "Concat", "Flatten", "Neg", "Shape", "Gather", "Slice"}
+             "Mul", "Div", "Identity", "Concat", "Flatten", "Neg", "Shape", "Gather", "Slice",
+             "ConstantOfShape", "Expand", "Tile", "Split", "Range", "Size", "Equal", "Greater", "Less",
+             "GreaterOrEqual", "LessOrEqual", "Where", "Not", "And", "Or", "Min", "Max", "Abs",
+             "ReduceSum", "ReduceProd", "ReduceMax", "ReduceMin"}
+
+# Ops whose inputs are always constants (shapes, sizes): folded, never met on a variable.
+CONSTANT_ONLY = ("Constant", "ConstantOfShape", "Range", "Size")
 
 
 def read_model(path: str) -> onnx.ModelProto:
@@ -71,6 +77,18 @@ def load_onnx(path: str, name: str | None = None) -> Graph:
 
 def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | None = None) -> Graph:
     """Translate a loaded ModelProto into the IR."""
+    try:
+        return _to_graph(model, path, name, whole_sample=False)
+    except BatchAxisCrossed as first:
+        # a fixed leading 1 read as the batch axis, but the graph mixes it with the others (a
+        # Transpose of a [1, n] input): the whole input is the one sample
+        try:
+            return _to_graph(model, path, name, whole_sample=True)
+        except ModelError:
+            raise first from None
+
+
+def _to_graph(model: onnx.ModelProto, path: str, name: str | None, whole_sample: bool) -> Graph:
     ctx = LoadContext(path)
     g = model.graph
     for init in g.initializer:
@@ -81,7 +99,7 @@ def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | No
                              "a network with NaN weights has no meaningful error bound", path=path)
     for sparse in g.sparse_initializer:
         ctx.constants[sparse.values.name] = numpy_helper.to_array(sparse)
-    input_name, input_shape = _graph_input(g, ctx, path)
+    input_name, input_shape = _graph_input(g, ctx, path, whole_sample)
     ctx.samples[input_name] = np.zeros((1,) + input_shape)
     ctx.input_name = input_name
     _element_types(model, ctx)
@@ -99,8 +117,8 @@ def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | No
     outputs = []
     for out in g.output:
         ir_name = ctx.resolve(out.name)
-        if ir_name in ctx.constants:
-            raise ModelError(f"output '{out.name}' is a constant", path=path)
+        if ir_name in ctx.constants:  # e.g. a Shape: the same values for every input
+            ir_name = onnx_float_ops.constant_tensor(ctx, ctx.constants[ir_name].reshape(-1), out.name)
         if ir_name not in ctx.samples:
             raise ModelError(f"output '{out.name}' is not computed by any node", path=path)
         if out.name in ctx.tags:  # the file outputs integer codes, not real values
@@ -137,7 +155,8 @@ def _element_types(model: onnx.ModelProto, ctx: LoadContext) -> None:
     ctx.default_precision = coarsest(*seen) if seen else "float32"
 
 
-def _graph_input(g: onnx.GraphProto, ctx: LoadContext, path: str) -> tuple[str, tuple[int, ...]]:
+def _graph_input(g: onnx.GraphProto, ctx: LoadContext, path: str,
+                 whole_sample: bool = False) -> tuple[str, tuple[int, ...]]:
     """The one variable input (old opsets list initializers as inputs too) and its per-sample shape."""
     variables = [i for i in g.input if i.name not in ctx.constants]
     if len(variables) != 1:
@@ -153,6 +172,8 @@ def _graph_input(g: onnx.GraphProto, ctx: LoadContext, path: str) -> tuple[str, 
     # a batch axis is a free or unit first axis of a rank ≥ 2 input; otherwise the whole shape
     # is one sample (the IR adds the batch axis)
     ctx.batchless = not (len(dims) >= 2 and dims[0] in (None, 1))
+    if whole_sample and dims and dims[0] == 1:
+        ctx.batchless = True
     per_sample = dims[1:] if not ctx.batchless else dims
     if not dims or any(d is None or d <= 0 for d in per_sample):
         raise ModelError(f"input '{inp.name}' must have a static shape, got {dims}", path=path)
