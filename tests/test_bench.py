@@ -40,11 +40,12 @@ def test_supports_lists_what_the_loader_reads():
     from vnncomp_qeb.cli import supported_operators
     from vnncomp_qeb.io import onnx_loader  # noqa: F401
     from vnncomp_qeb.io.onnx_context import HANDLERS
+    from vnncomp_qeb.io.onnx_loader import CONSTANT_ONLY
 
     proc = _cli("supports", "--onnx-operators")
     listed = set(proc.stdout.split())
     assert proc.returncode == 0 and {"QuantizeLinear", "DequantizeLinear", "Gemm", "Relu"} <= listed
     assert listed == set(supported_operators())
-    assert listed - {"Constant"} == {n.split(".")[-1] for n in HANDLERS}
+    assert listed - set(CONSTANT_ONLY) == {n.split(".")[-1] for n in HANDLERS}
     theories = _cli("supports", "--arithmetic-complexity-theories").stdout.split()
-    assert theories == ["BND", "OUTC"]
+    assert theories == ["BND", "OUTC", "LIN"]

@@ -436,14 +436,14 @@ def cmd_supports(args) -> int:
         print("1.0\n2.0")
     if args.verdicts:
         print("sat\nunsat\ntimeout\nunknown\nerror")
-    if args.multiple_network_theories:  # one network; several with separate or tied (==) inputs
-        print("SNET\nMNET")
-    if args.hidden_node_theories:  # constraints on hidden nodes are not supported
-        print("NH")
-    if args.multiple_input_output_theories:  # one input and one output tensor per network
-        print("SIO")
-    if args.arithmetic_complexity_theories:  # bounds and linear output constraints; inputs are boxes
-        print("BND\nOUTC")
+    if args.multiple_network_theories:  # one network; several (separate or tied (==) inputs);
+        print("SNET\nMNET\nMENET\nMINET")  # equal-to; isomorphic-to (also at float16)
+    if args.hidden_node_theories:  # no hidden variables; hidden variables observed as outputs
+        print("NH\nH")
+    if args.multiple_input_output_theories:  # several input and output tensors per network
+        print("SIO\nMIO")
+    if args.arithmetic_complexity_theories:  # bounds, linear output constraints, linear
+        print("BND\nOUTC\nLIN")  # constraints over inputs, outputs and hidden values together
     flags = (args.onnx_operators, args.vnnlib_versions, args.verdicts, args.multiple_network_theories,
              args.hidden_node_theories, args.multiple_input_output_theories, args.arithmetic_complexity_theories)
     if not any(flags):

@@ -240,7 +240,7 @@ def max_error(inst: Instance, timeout: float, seed: int = 0,
     start = time.monotonic()
     s = _Search(inst, start + max(timeout, 0.0), log, seed)
     s.falsify()
-    domain = domain_for(inst.graph)
+    domain = domain_for(inst.graph, s.dtype)
     L, U = domain.initial(s.case)
     wide = int(np.sum(U[0] > L[0])) > MILP_DIMS
     # wide regions: branch and bound first, then the MILP's dual bounds on the open outputs

@@ -27,7 +27,7 @@ from vnncomp_qeb.analysis.dra import row_lower_bounds
 from vnncomp_qeb.analysis.interval import output_bounds
 from vnncomp_qeb.analysis.spec_check import case_excluded
 from vnncomp_qeb.io.instance import Instance
-from vnncomp_qeb.io.replay import Replay, replay
+from vnncomp_qeb.io.replay import Replay, input_type, replay
 from vnncomp_qeb.io.results import SAT, TIMEOUT, UNKNOWN, UNSAT, counterexample
 from vnncomp_qeb.isolate import CANCELLED, OK, OUT_OF_TIME, run_isolated_all, usable_cores
 from vnncomp_qeb.milp.backends import backend_chain
@@ -382,7 +382,7 @@ class _Run:
 
     def prove_case(self, case: Case) -> Outcome | None:
         """Split first; hand wide boxes to the MILP after the split's share."""
-        domain = domain_for(self.inst.graph)
+        domain = domain_for(self.inst.graph, input_type(self.inst))
         L, U = domain.initial(case)
         self.certified[id(case)] = self.root_slack_bound(domain, case, L, U)
         free = int(np.sum(U[0] > L[0]))

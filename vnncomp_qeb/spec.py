@@ -63,18 +63,20 @@ class Case:
 
 @dataclass
 class Variable:
-    """A declared variable: an input or output tensor of one network.
+    """A declared variable: an input, output or hidden tensor of one network.
 
     ``index`` maps its flat elements to positions in the joint input vector (inputs) or the
-    joint output vector (outputs).
+    joint output vector (outputs and hidden tensors, which are observed like outputs).
+    ``onnx_name`` names the ONNX tensor a hidden variable reads.
     """
 
     name: str
     network: str
-    kind: str  # "input" | "output"
+    kind: str  # "input" | "output" | "hidden"
     shape: tuple[int, ...]
     dtype: str
     index: np.ndarray
+    onnx_name: str = ""
 
 
 @dataclass
@@ -89,12 +91,30 @@ class Spec:
     version: str = "1.0"
     path: str = ""
     networks: list[str] = field(default_factory=list)
+    # network → ("equal-to" | "isomorphic-to", the network it is declared relative to)
+    relations: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # joint output positions that hold a copy of the joint input (constraints that are not
+    # bounds of one input, e.g. a linear one over inputs, are read on this copy); None: no copy
+    input_copy: np.ndarray | None = None
 
     def inputs_of(self, network: str) -> list[Variable]:
         return [v for v in self.variables if v.kind == "input" and v.network == network]
 
     def outputs_of(self, network: str) -> list[Variable]:
         return [v for v in self.variables if v.kind == "output" and v.network == network]
+
+    def hidden_of(self, network: str) -> list[Variable]:
+        return [v for v in self.variables if v.kind == "hidden" and v.network == network]
+
+    def input_index(self, network: str) -> np.ndarray:
+        """Joint input positions of the network's flat input (its inputs in declaration order)."""
+        return np.concatenate([v.index for v in self.inputs_of(network)] or [np.zeros(0, np.int64)])
+
+    def observed_index(self, network: str) -> np.ndarray:
+        """Joint output positions of what the network is observed at: its outputs, then its
+        hidden tensors, in declaration order."""
+        seen = self.outputs_of(network) + self.hidden_of(network)
+        return np.concatenate([v.index for v in seen] or [np.zeros(0, np.int64)])
 
     def violated(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """(B,) bool: which (x, y) pairs are counterexamples (x in a box, y unsafe there)."""

@@ -24,6 +24,11 @@ from vnncomp_qeb.ir.graph import Graph
 
 # |value| / grid at most this: every partial sum is representable in the op's float type
 MAX_RATIO = {"float64": 2.0**52, "float32": 2.0**23, "float16": 2.0**10, "bfloat16": 2.0**7}
+# the step of a tensor that holds the real input's own floating-point values, moved but never
+# computed: on no uniform grid, but every value is a float of its type (what onnxruntime is fed)
+FLOAT_VALUES = 0.0
+# the smallest positive float of each type: every float is a multiple of it
+_SMALLEST = {"float64": 2.0**-1074, "float32": 2.0**-149, "float16": 2.0**-24, "bfloat16": 2.0**-133}
 
 
 def dyadic_step(v) -> float | None:
@@ -53,7 +58,7 @@ def _mag(bounds, name) -> float:
 
 
 def _fits(step: float | None, mag: float, precision: str) -> float | None:
-    if step is None or not np.isfinite(mag):
+    if step is None or step == FLOAT_VALUES or not np.isfinite(mag):
         return None
     if not np.isfinite(step):
         return step
@@ -104,6 +109,12 @@ def _t_step(op: ops.Op, x_step: float | None, x_mag: float) -> float | None:
     """Grid of what the rounding step rounds (x for Round, x/s for FakeQuant), if exact."""
     if x_step is None:
         return None
+    if x_step == FLOAT_VALUES:
+        # the input's own floats: rounded as they are, or divided by a power of two — exact
+        # either way, on the grid of the type's smallest float
+        if isinstance(op, ops.Round):
+            return _SMALLEST[op.precision]
+        return _SMALLEST[op.precision] / float(np.max(np.abs(op.scale))) if _pow2(op.scale) else None
     if isinstance(op, ops.Round):
         return _fits(x_step, x_mag, op.precision)
     if not _pow2(op.scale):
@@ -114,11 +125,11 @@ def _t_step(op: ops.Op, x_step: float | None, x_mag: float) -> float | None:
 
 def annotate_exact(graph: Graph, input_step: float | None, lower: np.ndarray, upper: np.ndarray) -> Graph:
     """A copy of ``graph`` whose rounding ops carry ``exact_step`` where their input is computed
-    exactly, for inputs on the grid ``input_step·Z`` (None: real inputs) within ``[lower, upper]``
+    exactly, for inputs on the grid ``input_step·Z`` (None: any float of the input's type) within ``[lower, upper]``
     (flat; every box analysed later must lie inside it)."""
     bounds = interval_bounds(graph, np.asarray(lower, dtype=np.float64)[None],
                              np.asarray(upper, dtype=np.float64)[None], keep_all=True)
-    steps = {graph.input_name: None if input_step is None else float(input_step)}
+    steps = {graph.input_name: FLOAT_VALUES if input_step is None else float(input_step)}
     new_ops = []
     for op in graph.ops:
         st = [steps.get(n) for n in op.inputs]

@@ -48,24 +48,24 @@ def _binary(ctx: LoadContext, node: onnx.NodeProto) -> None:
     x, y = node.input[0], node.input[1]
     out = ctx.out_name()
     if ctx.is_var(x) and ctx.is_var(y):
-        if kind == "Add":
-            ctx.emit(ops.Add((ctx.var(x), ctx.var(y)), out))
-        elif kind == "Sub":
-            ctx.emit(ops.Sub((ctx.var(x), ctx.var(y)), out))
+        if kind in ("Add", "Sub"):
+            a, b = broadcast_vars(ctx, ctx.var(x), ctx.var(y))
+            ctx.emit((ops.Add if kind == "Add" else ops.Sub)((a, b), out))
         else:
             raise ctx.unsupported(f"{kind} of two variable tensors (not piecewise linear)")
         return
     if ctx.is_var(x):
         c = ctx.per_sample_const(ctx.const(y), x)
+        v = _widened_by(ctx, x, c)
         if kind == "Add":
-            ctx.emit(ops.AddConst((ctx.var(x),), out, c=c))
+            ctx.emit(ops.AddConst((v,), out, c=c))
         elif kind == "Sub":
-            ctx.emit(ops.AddConst((ctx.var(x),), out, c=-c))
+            ctx.emit(ops.AddConst((v,), out, c=-c))
         else:
-            ctx.emit(ops.MulConst((ctx.var(x),), out, c=c, divide=(kind == "Div")))
+            ctx.emit(ops.MulConst((v,), out, c=c, divide=(kind == "Div")))
         return
     c = ctx.per_sample_const(ctx.const(x), y)
-    v = ctx.var(y)
+    v = _widened_by(ctx, y, c)
     if kind == "Add":
         ctx.emit(ops.AddConst((v,), out, c=c))
     elif kind == "Mul":
@@ -202,6 +202,40 @@ def _cast(ctx, node):
     # float → int truncates toward zero (out-of-range values are undefined in ONNX)
     ctx.emit(ops.Round((x,), ctx.out_name(), mode="toward_zero"),
              tag=QTag(np.float64(1.0), np.float64(0.0), float(lo), float(hi)))
+
+
+def broadcast_vars(ctx: LoadContext, a: str, b: str) -> tuple[str, str]:
+    """Two variable tensors brought to their common (ONNX-broadcast) shape: the elementwise ops
+    then see equal shapes."""
+    sa, sb = ctx.logical_shape(a), ctx.logical_shape(b)
+    if sa == sb:
+        return a, b
+    try:
+        common = np.broadcast_shapes(sa, sb)
+    except ValueError:
+        raise ctx.unsupported(f"shapes {list(sa)} and {list(sb)} do not broadcast") from None
+    return broadcast_var(ctx, a, common), broadcast_var(ctx, b, common)
+
+
+def broadcast_var(ctx: LoadContext, name: str, shape: tuple[int, ...]) -> str:
+    """``name`` broadcast to ``shape`` by a Gather that repeats its elements (itself when it has
+    that shape already)."""
+    own = ctx.logical_shape(name)
+    if tuple(own) == tuple(shape):
+        return name
+    picked = np.broadcast_to(np.arange(int(np.prod(own, dtype=np.int64))).reshape(own), shape)
+    return ctx.emit(ops.Gather((name,), ctx.fresh(name + "_bcast"), indices=picked.reshape(-1), shape=tuple(shape)))
+
+
+def _widened_by(ctx: LoadContext, x: str, c: np.ndarray) -> str:
+    """``x`` broadcast first where an elementwise constant would enlarge it (the IR's
+    elementwise ops keep their input's shape)."""
+    try:
+        shape = np.broadcast_shapes(ctx.logical_shape(x), np.shape(c))
+    except ValueError:
+        raise ctx.unsupported(f"a constant of shape {list(np.shape(c))} does not broadcast to "
+                              f"{list(ctx.logical_shape(x))}") from None
+    return broadcast_var(ctx, ctx.var(x), shape) if ctx.var(x) not in ctx.logical else ctx.var(x)
 
 
 def constant_tensor(ctx: LoadContext, c: np.ndarray, name: str) -> str:

@@ -75,20 +75,24 @@ def load_onnx(path: str, name: str | None = None) -> Graph:
     return model_to_graph(read_model(path), path, name)
 
 
-def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | None = None) -> Graph:
-    """Translate a loaded ModelProto into the IR."""
+def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | None = None,
+                   hidden: tuple[str, ...] = ()) -> Graph:
+    """Translate a loaded ModelProto into the IR. The graph's outputs are the model's, then the
+    tensors named in ``hidden`` (observed as VNN-LIB 2.0 hidden variables). A model with several
+    inputs reads one flat input: their concatenation, in the order the graph lists them."""
     try:
-        return _to_graph(model, path, name, whole_sample=False)
+        return _to_graph(model, path, name, False, hidden)
     except BatchAxisCrossed as first:
         # a fixed leading 1 read as the batch axis, but the graph mixes it with the others (a
         # Transpose of a [1, n] input): the whole input is the one sample
         try:
-            return _to_graph(model, path, name, whole_sample=True)
+            return _to_graph(model, path, name, True, hidden)
         except ModelError:
             raise first from None
 
 
-def _to_graph(model: onnx.ModelProto, path: str, name: str | None, whole_sample: bool) -> Graph:
+def _to_graph(model: onnx.ModelProto, path: str, name: str | None, whole_sample: bool,
+              hidden: tuple[str, ...]) -> Graph:
     ctx = LoadContext(path)
     g = model.graph
     for init in g.initializer:
@@ -99,14 +103,25 @@ def _to_graph(model: onnx.ModelProto, path: str, name: str | None, whole_sample:
                              "a network with NaN weights has no meaningful error bound", path=path)
     for sparse in g.sparse_initializer:
         ctx.constants[sparse.values.name] = numpy_helper.to_array(sparse)
-    input_name, input_shape = _graph_input(g, ctx, path, whole_sample)
-    ctx.samples[input_name] = np.zeros((1,) + input_shape)
-    ctx.input_name = input_name
+    inputs = _graph_inputs(g, ctx, path, whole_sample)
     _element_types(model, ctx)
-    in_type = next(i for i in g.input if i.name == input_name).type.tensor_type.elem_type
-    if PRECISION_OF[in_type] in ("float16", "bfloat16"):
-        # the real input reaches the model cast to its input type (as the replay feeds it)
-        onnx_float_ops.cast_float(ctx, input_name, PRECISION_OF[in_type], input_name)
+    if len(inputs) == 1:
+        input_name, input_shape = inputs[0]
+        ctx.samples[input_name] = np.zeros((1,) + input_shape)
+    else:  # one flat input; each model input is its slice
+        sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in inputs]
+        input_name, input_shape = ctx.fresh("inputs"), (sum(sizes),)
+        ctx.samples[input_name] = np.zeros((1,) + input_shape)
+        starts = np.cumsum([0] + sizes)
+        for (name_k, shape), a, b in zip(inputs, starts[:-1], starts[1:]):
+            ctx.emit(ops.Gather((input_name,), name_k, indices=np.arange(a, b), shape=shape,
+                                source=f"input {name_k}"))
+    ctx.input_name = input_name
+    for name_k, _ in inputs:
+        in_type = next(i for i in g.input if i.name == name_k).type.tensor_type.elem_type
+        if PRECISION_OF[in_type] in ("float16", "bfloat16"):
+            # the real input reaches the model cast to its input type (as the replay feeds it)
+            onnx_float_ops.cast_float(ctx, name_k, PRECISION_OF[in_type], name_k)
 
     for node in g.node:
         ctx.node = node
@@ -115,19 +130,21 @@ def _to_graph(model: onnx.ModelProto, path: str, name: str | None, whole_sample:
     ctx.node = None
 
     outputs = []
-    for out in g.output:
-        ir_name = ctx.resolve(out.name)
+    observed = [(out.name, out.type.tensor_type.elem_type, "output") for out in g.output]
+    observed += [(h, ctx.types.get(h), "hidden tensor") for h in hidden]
+    for out_name, elem_type, what in observed:
+        ir_name = ctx.resolve(out_name)
         if ir_name in ctx.constants:  # e.g. a Shape: the same values for every input
-            ir_name = onnx_float_ops.constant_tensor(ctx, ctx.constants[ir_name].reshape(-1), out.name)
+            ir_name = onnx_float_ops.constant_tensor(ctx, ctx.constants[ir_name].reshape(-1), out_name)
         if ir_name not in ctx.samples:
-            raise ModelError(f"output '{out.name}' is not computed by any node", path=path)
-        if out.name in ctx.tags:  # the file outputs integer codes, not real values
-            ir_name = onnx_float_ops.integer_code(ctx, ir_name, ctx.tags[out.name], out.name)
-        out_type = PRECISION_OF.get(out.type.tensor_type.elem_type)
+            raise ModelError(f"{what} '{out_name}' is not computed by any node", path=path)
+        if out_name in ctx.tags:  # the file outputs integer codes, not real values
+            ir_name = onnx_float_ops.integer_code(ctx, ir_name, ctx.tags[out_name], out_name)
+        out_type = PRECISION_OF.get(elem_type)
         if out_type in ("float16", "bfloat16"):
             # what the file returns is rounded to its output type (onnxruntime may compute the
             # ops before it in float32 and round only here): the reference evaluator rounds too
-            ir_name = onnx_float_ops.cast_float(ctx, ir_name, out_type, out.name + "_out")
+            ir_name = onnx_float_ops.cast_float(ctx, ir_name, out_type, out_name + "_out")
         outputs.append(ir_name)
     graph_ops = fuse_affine_bias(ctx.ops, outputs)
     return Graph(input_name, input_shape, graph_ops, outputs, name=name or os.path.basename(path))
@@ -155,29 +172,33 @@ def _element_types(model: onnx.ModelProto, ctx: LoadContext) -> None:
     ctx.default_precision = coarsest(*seen) if seen else "float32"
 
 
-def _graph_input(g: onnx.GraphProto, ctx: LoadContext, path: str,
-                 whole_sample: bool = False) -> tuple[str, tuple[int, ...]]:
-    """The one variable input (old opsets list initializers as inputs too) and its per-sample shape."""
+def _graph_inputs(g: onnx.GraphProto, ctx: LoadContext, path: str,
+                  whole_sample: bool = False) -> list[tuple[str, tuple[int, ...]]]:
+    """The variable inputs (old opsets list initializers as inputs too) with their per-sample
+    shapes, in the graph's order."""
     variables = [i for i in g.input if i.name not in ctx.constants]
-    if len(variables) != 1:
-        raise ModelError(f"expected one input tensor, found {len(variables)}: "
-                         f"{[i.name for i in variables]}", path=path)
-    inp = variables[0]
-    ttype = inp.type.tensor_type
-    if ttype.elem_type not in FLOAT_TYPES:
-        raise ModelError(f"input '{inp.name}' has data type "
-                         f"{onnx.TensorProto.DataType.Name(ttype.elem_type)}; only float inputs are supported",
-                         path=path)
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
-    # a batch axis is a free or unit first axis of a rank ≥ 2 input; otherwise the whole shape
-    # is one sample (the IR adds the batch axis)
-    ctx.batchless = not (len(dims) >= 2 and dims[0] in (None, 1))
-    if whole_sample and dims and dims[0] == 1:
+    if not variables:
+        raise ModelError("the model has no input tensor", path=path)
+    dims_of = {}
+    for inp in variables:
+        ttype = inp.type.tensor_type
+        if ttype.elem_type not in FLOAT_TYPES:
+            raise ModelError(f"input '{inp.name}' has data type "
+                             f"{onnx.TensorProto.DataType.Name(ttype.elem_type)}; only float inputs are supported",
+                             path=path)
+        dims_of[inp.name] = [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
+    # a batch axis is a free or unit first axis of a rank ≥ 2 input (of every input); otherwise
+    # the whole shape is one sample (the IR adds the batch axis)
+    ctx.batchless = not all(len(d) >= 2 and d[0] in (None, 1) for d in dims_of.values())
+    if whole_sample and all(d and d[0] == 1 for d in dims_of.values()):
         ctx.batchless = True
-    per_sample = dims[1:] if not ctx.batchless else dims
-    if not dims or any(d is None or d <= 0 for d in per_sample):
-        raise ModelError(f"input '{inp.name}' must have a static shape, got {dims}", path=path)
-    return inp.name, tuple(int(d) for d in per_sample)
+    out = []
+    for name, dims in dims_of.items():
+        per_sample = dims[1:] if not ctx.batchless else dims
+        if not dims or any(d is None or d <= 0 for d in per_sample):
+            raise ModelError(f"input '{name}' must have a static shape, got {dims}", path=path)
+        out.append((name, tuple(int(d) for d in per_sample)))
+    return out
 
 
 def _translate(ctx: LoadContext, node: onnx.NodeProto) -> None:

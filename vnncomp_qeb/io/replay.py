@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from vnncomp_qeb.io.instance import Instance
+from vnncomp_qeb.io.model_views import View, run_view
 from vnncomp_qeb.io.ort_session import ORT_DTYPES, session
 
 _NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
@@ -40,10 +41,7 @@ def model_input(path: str) -> tuple[str, list[int], type]:
 
 def run_onnx(path: str, x_flat: np.ndarray) -> np.ndarray:
     """All outputs of the model at ``path`` on one flat input, flattened and concatenated."""
-    name, shape, dtype = model_input(path)
-    feed = {name: np.asarray(x_flat, dtype=dtype).reshape(shape)}
-    outs = session(path).run(None, feed)
-    return np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outs])
+    return run_view(View(path), x_flat)
 
 
 def snap_into_box(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, dtype=np.float32) -> np.ndarray | None:
@@ -61,10 +59,15 @@ def snap_into_box(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, dtype=np.
     return xt
 
 
+def input_type(inst: Instance) -> type:
+    """The numpy type the joint input is fed in (the first network's input type)."""
+    return model_input(next(iter(inst.networks.values())))[2]
+
+
 def replay(inst: Instance, x: np.ndarray) -> Replay:
     """Cast, box-check and run the candidate ``x`` (flat joint input) through onnxruntime."""
     spec = inst.spec
-    dtype = model_input(next(iter(inst.networks.values())))[2]
+    dtype = input_type(inst)
     best = Replay(False, np.asarray(x, dtype=dtype), np.full(spec.n_outputs, np.nan), -np.inf)
     for ci, case in enumerate(spec.cases):
         xt = snap_into_box(x, case.lower, case.upper, dtype)
@@ -86,9 +89,8 @@ def joint_output(inst: Instance, x: np.ndarray) -> np.ndarray:
     if spec.version == "1.0":
         return run_onnx(inst.networks[spec.networks[0]], x)
     y = np.empty(spec.n_outputs)
-    for name, path in inst.networks.items():
-        (inp,) = spec.inputs_of(name)
-        out = run_onnx(path, np.asarray(x)[inp.index])
-        idx = np.concatenate([v.index for v in spec.outputs_of(name)])
-        y[idx] = out
+    for name in spec.networks:
+        y[spec.observed_index(name)] = run_view(inst.views[name], np.asarray(x)[spec.input_index(name)])
+    if spec.input_copy is not None:  # constraints read on the inputs as fed
+        y[spec.input_copy] = np.asarray(x, dtype=np.float64)
     return y

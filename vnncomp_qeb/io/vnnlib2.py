@@ -7,6 +7,7 @@ position of the joint input vector; outputs of all networks are concatenated in 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import vnnlib
@@ -37,21 +38,21 @@ def _parse(text: str, path: str):
 
 
 class _Layout:
-    """Flat element numbering of every declared input/output element."""
+    """Flat element numbering of every declared input/output/hidden element."""
 
-    def __init__(self, query, path: str):
+    def __init__(self, query, path: str, declared_types: dict[str, str] | None = None):
         self.path = path
-        self.decls = []  # (name, network, kind, shape, dtype, first flat element id)
+        self.decls = []  # (name, network, kind, shape, dtype, first flat element id, onnx name)
         self.start: dict[str, int] = {}
         total = 0
         for net in query.networks:
-            if len(net.hidden):
-                raise SpecError(f"network '{net.name}': hidden-node variables are not supported", path=path)
-            for kind, defs in (("input", net.inputs), ("output", net.outputs)):
+            for kind, defs in (("input", net.inputs), ("output", net.outputs), ("hidden", net.hidden)):
                 for d in defs:
                     shape = tuple(int(s) for s in d.shape)
                     dtype = _DTYPES.get(str(d.dtype).split(".")[-1], str(d.dtype).split(".")[-1].lower())
-                    self.decls.append((d.name, net.name, kind, shape, dtype, total))
+                    dtype = (declared_types or {}).get(d.name, dtype)
+                    onnx_name = str(getattr(d, "onnx_name", "") or "").strip('"') if kind == "hidden" else ""
+                    self.decls.append((d.name, net.name, kind, shape, dtype, total, onnx_name))
                     self.start[d.name] = total
                     total += int(np.prod(shape, dtype=np.int64)) if shape else 1
         self.kind = {name: kind for name, _, kind, *_ in self.decls}
@@ -108,7 +109,7 @@ def _ties(clause, layout: _Layout) -> frozenset:
 
 
 def layout_kind(layout: _Layout, element: int) -> str:
-    for name, _, kind, shape, _, start in layout.decls:
+    for name, _, kind, shape, _, start, _ in layout.decls:
         if start <= element < start + (int(np.prod(shape, dtype=np.int64)) if shape else 1):
             return kind
     raise KeyError(element)
@@ -116,8 +117,8 @@ def layout_kind(layout: _Layout, element: int) -> str:
 
 def read_vnnlib2(text: str, path: str = "<string>") -> Spec:
     """Parse VNN-LIB 2.0 text; raises :class:`SpecError` naming the line of a problem."""
-    query = _parse(text, path)
-    layout = _Layout(query, path)
+    query, declared = _parse_query(text, path)
+    layout = _Layout(query, path, declared)
     clauses = conjoin(_comparisons(query, layout, path), path)
     tie_sets = {_ties(c, layout) for c in clauses}
     if len(tie_sets) > 1:
@@ -138,8 +139,14 @@ def read_vnnlib2(text: str, path: str = "<string>") -> Spec:
             parent[max(ra, rb)] = min(ra, rb)
     input_pos: dict[int, int] = {}
     output_pos: dict[int, int] = {}
+    # joint output positions: per network (in declaration order) its outputs, then its hidden
+    # tensors — the order in which the joint graph observes them
+    by_net: dict[str, list] = {}
+    for decl in layout.decls:
+        by_net.setdefault(decl[1], []).append(decl)
+    ordered = [d for net in by_net.values() for kind in ("input", "output", "hidden") for d in net if d[2] == kind]
     variables = []
-    for name, net, kind, shape, dtype, start in layout.decls:
+    for name, net, kind, shape, dtype, start, onnx_name in ordered:
         n = int(np.prod(shape, dtype=np.int64)) if shape else 1
         pos = input_pos if kind == "input" else output_pos
         index = []
@@ -148,21 +155,34 @@ def read_vnnlib2(text: str, path: str = "<string>") -> Spec:
             if root not in pos:
                 pos[root] = len(pos)
             index.append(pos[root])
-        variables.append(Variable(name, net, kind, shape, dtype, np.array(index, dtype=np.int64)))
+        variables.append(Variable(name, net, kind, shape, dtype, np.array(index, dtype=np.int64), onnx_name))
+    n_observed = len(output_pos)
 
-    def joint(e: int) -> tuple[str, int]:
-        return ("input", input_pos[find(e)]) if layout_kind(layout, e) == "input" else ("output", output_pos[e])
+    def is_tie(op, const, nz) -> bool:
+        return op == "==" and len(nz) == 2 and const == 0 and all(layout_kind(layout, e) == "input" for e in nz)
+
+    def reads_inputs_jointly(nz) -> bool:  # not a bound on one input: read on the input's copy
+        kinds = {layout_kind(layout, e) for e in nz}
+        return "input" in kinds and (len(nz) > 1 or kinds != {"input"})
+
+    copy = any(reads_inputs_jointly({e: c for e, c in coeffs.items() if c != 0})
+               for clause in clauses for coeffs, const, op, _, _ in clause
+               if not is_tie(op, const, {e: c for e, c in coeffs.items() if c != 0}))
 
     atoms_per_clause: list[Clause] = []
     for clause in clauses:
         atoms = []
         for coeffs, const, op, strict, line in clause:
             nz = {e: c for e, c in coeffs.items() if c != 0}
-            if op == "==" and len(nz) == 2 and const == 0 and all(layout_kind(layout, e) == "input" for e in nz):
+            if is_tie(op, const, nz):
                 continue  # a tie, already folded into the layout
+            jointly = reads_inputs_jointly(nz)
             lin: dict[tuple[str, int], float] = {}
             for e, c in nz.items():
-                key = joint(e)
+                if layout_kind(layout, e) == "input":
+                    key = ("output", n_observed + input_pos[find(e)]) if jointly else ("input", input_pos[find(e)])
+                else:
+                    key = ("output", output_pos[e])
                 lin[key] = lin.get(key, 0.0) + c
             sign = -1.0 if op == ">=" else 1.0
             atom = LinAtom({k: sign * c for k, c in lin.items()}, sign * const, strict, line)
@@ -170,13 +190,68 @@ def read_vnnlib2(text: str, path: str = "<string>") -> Spec:
         atoms_per_clause.append(atoms)
     names = {v: k for k, v in input_pos.items()}
     label = lambda i: _element_name(layout, names[i])  # noqa: E731
-    cases = clauses_to_cases(atoms_per_clause, len(input_pos), len(output_pos), path, input_label=label)
+    n_outputs = n_observed + (len(input_pos) if copy else 0)
+    cases = clauses_to_cases(atoms_per_clause, len(input_pos), n_outputs, path, input_label=label)
     networks = list(dict.fromkeys(net.name for net in query.networks))
-    return Spec(cases, len(input_pos), len(output_pos), variables, version="2.0", path=path, networks=networks)
+    relations = {}
+    for net in query.networks:
+        if str(net.equal_to):
+            relations[net.name] = ("equal-to", str(net.equal_to))
+        elif str(getattr(net, "isometric_to", "")):
+            relations[net.name] = ("isomorphic-to", str(net.isometric_to))
+    return Spec(cases, len(input_pos), n_outputs, variables, version="2.0", path=path, networks=networks,
+                relations=relations, input_copy=np.arange(n_observed, n_outputs) if copy else None)
+
+
+_NETWORK = re.compile(r"\(declare-network\s+([A-Za-z_][\w]*)\s*\(\s*isomorphic-to\s+([A-Za-z_][\w]*)\s*\)")
+_DECL = re.compile(r"\(declare-(input|output|hidden)\s+(\S+)\s+(\S+)")
+
+
+def _parse_query(text: str, path: str):
+    """The reference parser's query, and the element types declared for the variables of an
+    ``isomorphic-to`` network where they differ from its target's (the same graph at another
+    precision: vnnlib 1.0.2 rejects the difference, which the standard allows)."""
+    try:
+        return _parse(text, path), {}
+    except SpecError as first:
+        if "isomorphic-to" not in text or "Type mismatch" not in str(first):
+            raise
+    blocks = _network_blocks(text)
+    declared, rewritten = {}, text
+    for m in _NETWORK.finditer(text):
+        name, target = m.group(1), m.group(2)
+        if target not in blocks:
+            continue
+        own, theirs = _DECL.findall(blocks[name][2]), _DECL.findall(blocks[target][2])
+        if len(own) != len(theirs):
+            raise first
+        body = blocks[name][2]
+        for (kind, var, dtype), (_, _, target_type) in zip(own, theirs):
+            declared[var] = _DTYPES.get(dtype.upper(), dtype.lower())
+            body = re.sub(rf"\(declare-{kind}\s+{re.escape(var)}\s+{re.escape(dtype)}",
+                          f"(declare-{kind} {var} {target_type}", body, count=1)
+        a, b, _ = blocks[name]
+        rewritten = rewritten[:a] + body + rewritten[b:]
+        blocks = _network_blocks(rewritten)
+    return _parse(rewritten, path), declared
+
+
+def _network_blocks(text: str) -> dict[str, tuple[int, int, str]]:
+    """Each ``(declare-network NAME ...)`` form: its start, end and text."""
+    out = {}
+    for m in re.finditer(r"\(declare-network\s+([A-Za-z_][\w]*)", text):
+        depth, i = 0, m.start()
+        while i < len(text):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+            if depth == 0:
+                break
+        out[m.group(1)] = (m.start(), i, text[m.start():i])
+    return out
 
 
 def _element_name(layout: _Layout, element: int) -> str:
-    for name, _, _, shape, _, start in layout.decls:
+    for name, _, _, shape, _, start, _ in layout.decls:
         n = int(np.prod(shape, dtype=np.int64)) if shape else 1
         if start <= element < start + n:
             idx = np.unravel_index(element - start, shape) if shape else ()

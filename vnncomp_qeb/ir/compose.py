@@ -10,10 +10,12 @@ from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
 
 
-def compose(parts: list[tuple[str, Graph, np.ndarray]], n_inputs: int, input_name: str = "x") -> Graph:
+def compose(parts: list[tuple[str, Graph, np.ndarray]], n_inputs: int, input_name: str = "x",
+            observe_input: bool = False) -> Graph:
     """One graph whose input is the flat joint vector (``n_inputs``) and whose output vector is
-    the concatenation of the parts' outputs. Each part is (prefix, graph, index) where ``index``
-    picks the part's flat input from the joint vector."""
+    the concatenation of the parts' outputs (then, with ``observe_input``, a copy of the joint
+    input). Each part is (prefix, graph, index) where ``index`` picks the part's flat input from
+    the joint vector."""
     all_ops: list[ops.Op] = []
     outputs: list[str] = []
     for prefix, g, index in parts:
@@ -24,6 +26,10 @@ def compose(parts: list[tuple[str, Graph, np.ndarray]], n_inputs: int, input_nam
             rename[op.output] = f"{prefix}/{op.output}"
             all_ops.append(replace(op, inputs=tuple(rename[n] for n in op.inputs), output=rename[op.output]))
         outputs.extend(rename[o] for o in g.outputs)
+    if observe_input:
+        all_ops.append(ops.Gather((input_name,), "x/observed", indices=np.arange(n_inputs), shape=(n_inputs,),
+                                  source="input read by the property", precision="float64"))
+        outputs.append("x/observed")
     return Graph(input_name, (n_inputs,), all_ops, outputs, name="+".join(p for p, _, _ in parts))
 
 

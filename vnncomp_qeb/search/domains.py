@@ -20,34 +20,65 @@ from vnncomp_qeb.spec import Case
 
 
 class RealDomain:
-    """Boxes of the original input; bisect the widest side (relative to the case's box)."""
+    """Boxes of the original input. A box whose side spans several codes of a quantizer that
+    reads that input is cut at the rounding tie between them (leaves become single codes);
+    otherwise the side with the highest score (or the widest, relative to the case's box) is
+    bisected on the input's float grid — disjoint halves ``[lo, m]`` and ``[next(m), hi]`` —
+    so that a box straddling a discontinuity ends as single floats, which are decided exactly.
+    Only floats of ``input_type`` inside the box are inputs: the harness feeds onnxruntime no
+    other values."""
 
-    def __init__(self, graph: Graph):
+    quantizer = None  # InputQuantizers of the real input, if any
+    input_type = np.float32
+
+    def __init__(self, graph: Graph, input_type: type = np.float32):
         self.graph = graph
+        self.input_type = np.dtype(input_type).type
         self._normalised = self.analysis_graph = normalise(graph)
+        self.quantizer = input_quantizers(graph)
 
     def initial(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
-        """The case's box; the analysis graph learns which roundings are exact over it."""
+        """The case's box (its sides narrowed to the floats inside them); the analysis graph
+        learns which roundings are exact over it."""
         self.width0 = np.where(case.upper > case.lower, case.upper - case.lower, 1.0)
         self.analysis_graph = annotate_exact(self._normalised, None, case.lower, case.upper)
-        return case.lower[None].copy(), case.upper[None].copy()
+        lo, hi = _float_inside(case.lower, case.upper, self.input_type)
+        return lo[None], hi[None]
 
     def split(self, L: np.ndarray, U: np.ndarray, score: np.ndarray | None = None):
-        """Bisect each box along the input with the highest ``score`` (B, n), or the widest
-        relative to the case's box where no score is positive."""
+        """Cut each box in two: at a rounding tie of an input spanning several codes, else
+        along the input with the highest ``score`` (B, n), or the widest relative to the case's
+        box where no score is positive."""
         dim = _split_dims(L, U, self._reference_width(L), score)
         rows = np.arange(L.shape[0])
+        left_hi, right_lo = self._cut(L[rows, dim], U[rows, dim])
+        if self.quantizer is not None:
+            span = self.quantizer.span(L, U)  # (B, n) codes spanned beyond one
+            tie_rows = span.max(axis=1) > 0
+            if tie_rows.any():
+                qdim = np.argmax(np.where(span > 0, np.maximum(score, 0) + span if score is not None else span, -1),
+                                 axis=1)[tie_rows]
+                dim = dim.copy()
+                dim[tie_rows] = qdim
+                r = rows[tie_rows]
+                a, b = self.quantizer.tie_cut(L[r, qdim], U[r, qdim], qdim, self.input_type)
+                left_hi, right_lo = left_hi.copy(), right_lo.copy()
+                left_hi[tie_rows], right_lo[tie_rows] = a, b
         U_left, L_right = U.copy(), L.copy()
-        U_left[rows, dim], L_right[rows, dim] = self._cut(L[rows, dim], U[rows, dim])
+        U_left[rows, dim], L_right[rows, dim] = left_hi, right_lo
         return np.vstack([L, L_right]), np.vstack([U_left, U])
 
     def _reference_width(self, L: np.ndarray) -> np.ndarray:
         return self.width0
 
     def _cut(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(upper end of the left half, lower end of the right half) of [lo, hi]."""
+        """(upper end of the left half, lower end of the right half) of [lo, hi]: disjoint on
+        the float grid (adjacent floats become two single points)."""
         mid = (lo + hi) / 2
-        return mid, mid
+        m = _float_at_most(mid, self.input_type)
+        m = np.maximum(m, lo)
+        right = np.minimum(np.nextafter(m.astype(self.input_type), self.input_type(np.inf)).astype(np.float64), hi)
+        return m, np.maximum(right, m)
 
     def to_input(self, points: np.ndarray, case: Case) -> np.ndarray:
         return points
@@ -55,6 +86,111 @@ class RealDomain:
     def from_input(self, x: np.ndarray) -> np.ndarray:
         """Domain coordinates of input points (the inverse of :meth:`to_input` on the grid)."""
         return np.asarray(x, dtype=np.float64)
+
+
+def _float_at_most(x: np.ndarray, t: type) -> np.ndarray:
+    """The largest float of type ``t`` not above ``x`` (as float64)."""
+    with np.errstate(over="ignore"):
+        f = np.asarray(x, dtype=np.float64).astype(t)
+    f = np.where(f.astype(np.float64) > x, np.nextafter(f, t(-np.inf)), f)
+    return f.astype(np.float64)
+
+
+def _float_inside(lo: np.ndarray, hi: np.ndarray, t: type) -> tuple[np.ndarray, np.ndarray]:
+    """``[lo, hi]`` narrowed to the floats of type ``t`` inside it (sides without one kept)."""
+    with np.errstate(over="ignore"):
+        a = np.asarray(lo, dtype=np.float64).astype(t)
+    a = np.where(a.astype(np.float64) < lo, np.nextafter(a, t(np.inf)), a).astype(np.float64)
+    b = _float_at_most(hi, t)
+    keep = (a <= b) & np.isfinite(a) & np.isfinite(b)
+    return np.where(keep, a, lo), np.where(keep, b, hi)
+
+
+@dataclass
+class InputQuantizers:
+    """Per flat input element, the first quantizer that reads it (through moves only):
+    ``code = clamp(round(x/scale) + zero, qmin, qmax)``; NaN scale where none does."""
+
+    scale: np.ndarray
+    zero: np.ndarray
+    qmin: np.ndarray
+    qmax: np.ndarray
+    mode: np.ndarray
+
+    def codes(self, x: np.ndarray) -> np.ndarray:
+        """(B, n) codes of a batch of inputs (NaN where no quantizer reads the input)."""
+        with np.errstate(invalid="ignore"):
+            t = x / self.scale
+        out = np.empty_like(t)
+        for m in np.unique(self.mode):
+            sel = self.mode == m
+            out[:, sel] = ops.round_with(str(m), t[:, sel])
+        return np.clip(out + self.zero, self.qmin, self.qmax)
+
+    def span(self, L: np.ndarray, U: np.ndarray) -> np.ndarray:
+        """Codes beyond one that each side spans (0 where it is one code or unquantized)."""
+        d = self.codes(U) - self.codes(L)
+        return np.where(np.isfinite(d) & (U > L), d, 0.0)
+
+    def tie_cut(self, lo, hi, dim, t: type) -> tuple[np.ndarray, np.ndarray]:
+        """Cut [lo, hi] at the tie between the middle code ``k`` and ``k + 1``: the tie goes to
+        the side whose code it rounds to."""
+        s, z, mode = self.scale[dim], self.zero[dim], self.mode[dim]
+        c_lo = np.clip(_round_modes(mode, lo / s) + z, self.qmin[dim], self.qmax[dim])
+        c_hi = np.clip(_round_modes(mode, hi / s) + z, self.qmin[dim], self.qmax[dim])
+        k = np.floor((c_lo + c_hi) / 2) - z  # the unclamped code below the cut
+        tie = _float_at_most((k + 0.5) * s, t)
+        down = _round_modes(mode, tie / s) <= k  # the tie itself gives the lower code
+        nxt = np.nextafter(tie.astype(t), t(np.inf)).astype(np.float64)
+        prv = np.nextafter(tie.astype(t), t(-np.inf)).astype(np.float64)
+        left = np.clip(np.where(down, tie, prv), lo, hi)
+        right = np.clip(np.where(down, nxt, tie), lo, hi)
+        return left, np.maximum(right, left)
+
+
+def _round_modes(mode: np.ndarray, t: np.ndarray) -> np.ndarray:
+    out = np.empty_like(np.asarray(t, dtype=np.float64))
+    for m in np.unique(mode):
+        sel = mode == m
+        out[sel] = ops.round_with(str(m), t[sel])
+    return out
+
+
+def input_quantizers(graph: Graph) -> InputQuantizers | None:
+    """Which quantizer reads each input element (through Gather/Reshape only), if any does."""
+    n = graph.input_size
+    src = {graph.input_name: np.arange(n)}
+    q = dict(scale=np.full(n, np.nan), zero=np.zeros(n), qmin=np.full(n, -np.inf), qmax=np.full(n, np.inf),
+             mode=np.full(n, "", dtype=object))
+    found = False
+    for op in graph.ops:
+        if not op.inputs or op.inputs[0] not in src:
+            continue
+        idx = src[op.inputs[0]]
+        if isinstance(op, ops.Reshape):
+            src[op.output] = idx
+        elif isinstance(op, ops.Gather):
+            src[op.output] = idx[op.indices]
+        elif isinstance(op, ops.FakeQuant) and op.mode.startswith("half") and _pow2_all(op.scale):
+            shape = graph.shapes[op.inputs[0]]
+            s = np.broadcast_to(np.asarray(op.scale, dtype=np.float64), shape).reshape(-1)
+            z = np.broadcast_to(np.asarray(op.zero_point, dtype=np.float64), shape).reshape(-1)
+            new = np.isnan(q["scale"][idx])
+            target = idx[new]
+            q["scale"][target], q["zero"][target] = s[new], z[new]
+            q["qmin"][target], q["qmax"][target] = op.qmin, op.qmax
+            q["mode"][target] = op.mode
+            found = found or bool(new.any())
+    if not found:
+        return None
+    q["mode"] = np.where(q["mode"] == "", "half_even", q["mode"]).astype(str)
+    return InputQuantizers(**q)
+
+
+def _pow2_all(v) -> bool:
+    # a power-of-two scale: x/s is exact, so the tie between two codes is one float
+    v = np.abs(np.asarray(v, dtype=np.float64)).ravel()
+    return bool(np.all(v > 0) and np.all(np.frexp(v)[0] == 0.5))
 
 
 @dataclass
@@ -174,7 +310,8 @@ def input_snap(graph: Graph) -> Snap | None:
                 tuple(chain))
 
 
-def domain_for(graph: Graph) -> RealDomain:
-    """Code-space branching when the input is snapped, real boxes otherwise."""
+def domain_for(graph: Graph, input_type: type = np.float32) -> RealDomain:
+    """Code-space branching when the input is snapped, real boxes of floats of ``input_type``
+    (what the harness feeds the model) otherwise."""
     snap = input_snap(graph)
-    return CodeDomain(graph, snap) if snap is not None else RealDomain(graph)
+    return CodeDomain(graph, snap) if snap is not None else RealDomain(graph, input_type)
