@@ -143,8 +143,8 @@ def matmul_integer_model(path, n_in=4, n_out=3, seed=0):
 
 
 def unsupported_model(path):
-    """A model with an operator the IR does not model (Sigmoid)."""
-    nodes = [h.make_node("MatMul", ["x", "W"], ["m"]), h.make_node("Sigmoid", ["m"], ["y"], name="squash")]
+    """A model with an operator the IR does not model (Erf)."""
+    nodes = [h.make_node("MatMul", ["x", "W"], ["m"]), h.make_node("Erf", ["m"], ["y"], name="squash")]
     return save(nodes, [nh.from_array(np.eye(3, dtype=np.float32), "W")], path, 3, 3)
 
 

@@ -99,7 +99,7 @@ def test_unsupported_operator(tmp_path):
 
     spec.write_text(error_bound_v1([0, 0, 0], [1, 1, 1], 0.1, [0], 3))
     verdict, _, err = run_instance(model, spec, tmp_path / "r.txt")
-    assert verdict == "error" and "(Sigmoid)" in err
+    assert verdict == "error" and "(Erf)" in err
 
 
 def test_wrong_version_and_arguments(tmp_path):

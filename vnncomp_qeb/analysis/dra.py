@@ -45,7 +45,7 @@ def refined_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, symbolic:
     relaxations = Relaxations()
     exact = exact_by_intervals(graph)
     for op in graph.ops:
-        if symbolic and isinstance(op, NONLINEAR) and op.inputs[0] not in exact:
+        if symbolic and (isinstance(op, NONLINEAR) or getattr(op, "relaxes_input", False)) and op.inputs[0] not in exact:
             _refine(graph, bounds, relaxations, op, op.inputs[0])
         bounds[op.output] = propagate_op(op, [bounds[n] for n in op.inputs])
     return bounds, relaxations
@@ -70,6 +70,8 @@ def _refine(graph: Graph, bounds: Bounds, relaxations: Relaxations, op: ops.Op, 
 def _unstable(op: ops.Op, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """(B, n) bool: neurons whose interval crosses a kink of the op (only their relaxations
     depend on how tight their input bounds are)."""
+    if getattr(op, "relaxes_input", False):  # a smooth function: every neuron's relaxation does
+        return np.ones(lo.reshape(lo.shape[0], -1).shape, dtype=bool)
     s, a, b, _ = clamp_params(op)
     s = np.asarray(s, dtype=np.float64)
     kinks = [k for k in (s * a, s * b) if np.all(np.isfinite(k))]

@@ -137,6 +137,8 @@ def _fake_quant(op: ops.FakeQuant, lo, hi):
 
 def propagate_op(op: ops.Op, bounds: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Interval of ``op``'s output from the intervals of its inputs (batched)."""
+    if hasattr(op, "interval"):  # an op that owns its rules (vnncomp_qeb.ir.nonlinear)
+        return op.interval(bounds[0] if len(op.inputs) == 1 else bounds)
     if isinstance(op, ops.Affine):
         return _affine(op, *bounds[0])
     if isinstance(op, ops.AddConst):

@@ -87,6 +87,7 @@ class LoadContext:
         self.input_name = ""  # the graph's one variable input
         self.default_precision = "float32"
         self.precision = "float32"  # of the node being translated
+        self.opset = 13  # of the default domain
         self._fresh = 0
 
     # -- naming ------------------------------------------------------------------------------

@@ -52,7 +52,9 @@ def _binary(ctx: LoadContext, node: onnx.NodeProto) -> None:
             a, b = broadcast_vars(ctx, ctx.var(x), ctx.var(y))
             ctx.emit((ops.Add if kind == "Add" else ops.Sub)((a, b), out))
         else:
-            raise ctx.unsupported(f"{kind} of two variable tensors (not piecewise linear)")
+            from vnncomp_qeb.io.onnx_nonlinear_ops import product
+
+            product(ctx, node, ctx.var(x), ctx.var(y))
         return
     if ctx.is_var(x):
         c = ctx.per_sample_const(ctx.const(y), x)
@@ -191,6 +193,11 @@ def _cast(ctx, node):
             return
         # integer code q = r/s + z of a quantized tensor becomes a float value
         ctx.bind(node.output[0], integer_code(ctx, x, tag, node.output[0]))
+        return
+    if to == onnx.TensorProto.BOOL:
+        from vnncomp_qeb.io.onnx_nonlinear_ops import cast_to_bool
+
+        cast_to_bool(ctx, x)
         return
     if to not in INT_RANGES:
         raise ctx.unsupported(f"Cast to data type {to}")

@@ -10,7 +10,8 @@ import onnx
 from onnx import numpy_helper
 
 from vnncomp_qeb.errors import ModelError
-from vnncomp_qeb.io import onnx_conv_ops, onnx_float_ops, onnx_quant_ops, onnx_shape_ops  # noqa: F401  (register handlers)
+from vnncomp_qeb.io import (  # noqa: F401  (register handlers)
+    onnx_conv_ops, onnx_float_ops, onnx_nonlinear_ops, onnx_quant_ops, onnx_shape_ops)
 from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, HANDLERS, PRECISION_OF, BatchAxisCrossed, LoadContext, attr
 from vnncomp_qeb.io.onnx_quant_ops import dequantize_const
 from vnncomp_qeb.ir import ops
@@ -94,6 +95,7 @@ def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | No
 def _to_graph(model: onnx.ModelProto, path: str, name: str | None, whole_sample: bool,
               hidden: tuple[str, ...]) -> Graph:
     ctx = LoadContext(path)
+    ctx.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     g = model.graph
     for init in g.initializer:
         ctx.constants[init.name] = numpy_helper.to_array(init)

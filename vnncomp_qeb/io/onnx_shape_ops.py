@@ -20,7 +20,7 @@ MOVERS = ("Transpose", "Slice", "Split", "Gather", "Expand", "Tile", "Squeeze", 
           "DepthToSpace", "SpaceToDepth", "GatherElements", "GatherND", "ReverseSequence")
 
 
-def _onnx_shape(ctx: LoadContext, x: str) -> tuple[int, ...]:
+def onnx_shape(ctx: LoadContext, x: str) -> tuple[int, ...]:
     """The ONNX shape of variable ``x`` with its batch axis of one (none for batchless models)."""
     shape = tuple(ctx.logical_shape(x))
     return shape if ctx.batchless else (1,) + shape
@@ -47,7 +47,7 @@ def _mover(ctx: LoadContext, node: onnx.NodeProto) -> None:
         if name and not ctx.is_const(name):
             raise ctx.unsupported(f"input '{name}' must be a constant (a computed index or shape)")
     x = ctx.var(node.input[0])
-    shape = _onnx_shape(ctx, x)
+    shape = onnx_shape(ctx, x)
     n = int(np.prod(shape, dtype=np.int64))
     index = np.arange(n, dtype=np.int64).reshape(shape)
     outs = _run_on(ctx, node, index)
@@ -82,7 +82,7 @@ def _axes(ctx: LoadContext, node: onnx.NodeProto, rank: int) -> list[int] | None
 def _reduce(ctx: LoadContext, node: onnx.NodeProto) -> None:
     """A sum (or mean) over axes: a sparse map with one 1 (or 1/k) per summed element."""
     x = ctx.var(node.input[0])
-    shape = _onnx_shape(ctx, x)
+    shape = onnx_shape(ctx, x)
     axes = _axes(ctx, node, len(shape))
     if axes is None:
         ctx.bind(node.output[0], x)
@@ -114,6 +114,6 @@ def _neg(ctx: LoadContext, node: onnx.NodeProto) -> None:
 @handles("Shape")
 def _shape(ctx: LoadContext, node: onnx.NodeProto) -> None:
     """Shapes are static: the shape of a variable tensor is a constant."""
-    shape = np.array(_onnx_shape(ctx, ctx.var(node.input[0])), dtype=np.int64)
+    shape = np.array(onnx_shape(ctx, ctx.var(node.input[0])), dtype=np.int64)
     start, end = attr(node, "start", 0), attr(node, "end")
     ctx.constants[node.output[0]] = shape[start:end]

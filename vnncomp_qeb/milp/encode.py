@@ -103,6 +103,8 @@ class _Encoder:
 
     def encode(self, op: ops.Op) -> np.ndarray:  # noqa: C901 - one branch per op kind
         xs = [self.cols[n].ravel() for n in op.inputs]
+        if hasattr(op, "milp_rows"):  # an op that owns its rules (vnncomp_qeb.ir.nonlinear)
+            return op.milp_rows(self, xs)
         if isinstance(op, ops.Affine):
             x = self.cols[op.inputs[0]].reshape(-1, op.W.shape[0])
             lead = x.shape[0]

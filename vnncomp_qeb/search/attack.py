@@ -16,6 +16,8 @@ from vnncomp_qeb.spec import Case
 
 def _backward(op: ops.Op, g: np.ndarray, xs: list[np.ndarray]) -> list[np.ndarray]:
     """Gradients w.r.t. the op's inputs from the gradient ``g`` of its output (batched)."""
+    if hasattr(op, "backward"):  # an op that owns its rules (vnncomp_qeb.ir.nonlinear)
+        return op.backward(g, xs)
     if isinstance(op, ops.Affine):
         return [(g.reshape(g.shape[0], -1) @ op.W.T).reshape(xs[0].shape)]
     if isinstance(op, ops.AddConst):
