@@ -29,23 +29,29 @@ from vnncomp_qeb.max_error import max_error  # noqa: E402
 from vnncomp_qeb.portfolio import verify  # noqa: E402
 
 
+def _n(v) -> str:  # decimal notation (the grammar has no exponents)
+    return np.format_float_positional(float(v), trim="0", unique=True)
+
+
 def _query(lo, hi, outputs, eps, iso: bool, in_shape, out_shape) -> str:
     def idx(i, shape):
         return ",".join(str(int(v)) for v in np.unravel_index(i, shape))
 
     ish, osh = ",".join(map(str, in_shape)), ",".join(map(str, out_shape))
-    second = "(isomorphic-to N)" if iso else ""
+    # isomorphic-to: declared at float16, the verifier converts N; two files: the float16 file is
+    # given, declared at float32 (the reference parser refuses arithmetic across element types)
+    second, qtype = ("(isomorphic-to N)", "float16") if iso else ("", "float32")
     lines = ["(vnnlib-version <2.0>)",
              f"(declare-network N (declare-input X float32 [{ish}]) (declare-output Y float32 [{osh}]))",
-             f"(declare-network Q {second} (declare-input XQ float16 [{ish}]) (declare-output YQ float16 [{osh}]))"]
-    lines.append("(assert (and " + " ".join(f"(>= X[{idx(i, in_shape)}] {a!r}) (<= X[{idx(i, in_shape)}] {b!r})"
+             f"(declare-network Q {second} (declare-input XQ {qtype} [{ish}]) (declare-output YQ {qtype} [{osh}]))"]
+    lines.append("(assert (and " + " ".join(f"(>= X[{idx(i, in_shape)}] {_n(a)}) (<= X[{idx(i, in_shape)}] {_n(b)})"
                                              for i, (a, b) in enumerate(zip(lo, hi))) + "))")
     lines.append("(assert (and " + " ".join(f"(== X[{idx(i, in_shape)}] XQ[{idx(i, in_shape)}])"
                                              for i in range(len(lo))) + "))")
     rows = []
     for j in outputs:
         y, yq = f"Y[{idx(j, out_shape)}]", f"YQ[{idx(j, out_shape)}]"
-        rows += [f"(>= (- {y} {yq}) {eps!r})", f"(<= (- {y} {yq}) {-eps!r})"]
+        rows += [f"(>= (- {y} {yq}) {_n(eps)})", f"(<= (- {y} {yq}) {_n(-eps)})"]
     lines.append("(assert (or " + " ".join(rows) + "))")
     return "\n".join(lines) + "\n"
 
@@ -67,7 +73,7 @@ def run(name, path, lo, hi, outputs, timeout, tmp):
         f.write(_query(lo, hi, outputs, 1.0, False, in_shape, out_shape))
     me = max_error(load_instance(spec, {"N": path, "Q": f16}), timeout, log=lambda _: None)
     print(f"{name}: max |N − N16| over the box in [{me.lower:.4g}, {me.upper:.4g}] (max-error, {me.time:.1f} s)")
-    for eps, expect in ((0.9 * me.lower, "sat"), (1.1 * me.upper + 1e-6, "unsat")):
+    for eps, expect in ((0.9 * me.lower, "sat"), (1.5 * me.upper, "unsat")):
         for form, nets, iso in (("isomorphic-to", {"N": path}, True), ("two files", {"N": path, "Q": f16}, False)):
             q = os.path.join(tmp, f"{name}_{form[:3]}.vnnlib")
             with open(q, "w") as f:

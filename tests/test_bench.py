@@ -48,4 +48,4 @@ def test_supports_lists_what_the_loader_reads():
     assert listed == set(supported_operators())
     assert listed - set(CONSTANT_ONLY) == {n.split(".")[-1] for n in HANDLERS}
     theories = _cli("supports", "--arithmetic-complexity-theories").stdout.split()
-    assert theories == ["BND", "OUTC", "LIN"]
+    assert theories == ["BND", "OUTC", "LIN", "POLY"]

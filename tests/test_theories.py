@@ -100,6 +100,11 @@ PROPERTIES = [
      lambda x, y, hd: hd[1] + _hi(x[0]), "h1 + a0"),
     ('(declare-hidden H float32 [1,2] "h")', "(assert (or (>= H[0,0] {t}) (<= Y[0,1] (- 0.0 {t}))))", lambda x: True,
      lambda x, y, hd: max(hd[0], -y[1]), "h0 or -y1"),
+    # POLY: products of outputs, hidden values and inputs
+    ('(declare-hidden H float32 [1,2] "h")', "(assert (>= (- (* Y[0,0] Y[0,1]) (* 0.5 H[0,1] H[0,1])) {t}))", lambda x: True,
+     lambda x, y, hd: y[0] * y[1] - 0.5 * hd[1] ** 2, "y0·y1 − h1²/2"),
+    ("", "(assert (>= (* B[0,0] Y[0,0]) {t}))", lambda x: True,
+     lambda x, y, hd: y[0] * (_hi(x[2]) if y[0] >= 0 else _lo(x[2])), "b·y0"),
 ]
 
 
@@ -180,4 +185,4 @@ def test_supports_claims_the_theories():
     out = subprocess.run([sys.executable, "-m", "vnncomp_qeb", "supports", "--multiple-network-theories",
                           "--hidden-node-theories", "--multiple-input-output-theories", "--arithmetic-complexity-theories"],
                          capture_output=True, text=True, check=True).stdout.split()
-    assert {"MENET", "MINET", "H", "MIO", "LIN"} <= set(out)
+    assert {"MENET", "MINET", "H", "MIO", "LIN", "POLY"} <= set(out)

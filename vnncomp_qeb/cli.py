@@ -443,7 +443,8 @@ def cmd_supports(args) -> int:
     if args.multiple_input_output_theories:  # several input and output tensors per network
         print("SIO\nMIO")
     if args.arithmetic_complexity_theories:  # bounds, linear output constraints, linear
-        print("BND\nOUTC\nLIN")  # constraints over inputs, outputs and hidden values together
+        print("BND\nOUTC\nLIN\nPOLY")  # constraints over inputs, outputs and hidden values together,
+        # polynomials of them (each product observed through interval and McCormick bounds)
     flags = (args.onnx_operators, args.vnnlib_versions, args.verdicts, args.multiple_network_theories,
              args.hidden_node_theories, args.multiple_input_output_theories, args.arithmetic_complexity_theories)
     if not any(flags):

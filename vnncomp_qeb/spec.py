@@ -96,6 +96,9 @@ class Spec:
     # joint output positions that hold a copy of the joint input (constraints that are not
     # bounds of one input, e.g. a linear one over inputs, are read on this copy); None: no copy
     input_copy: np.ndarray | None = None
+    # observations that are products of others (POLY): product k is observed at position
+    # n_outputs − len(products) + k, the product of the observations it lists
+    products: list[tuple[int, ...]] = field(default_factory=list)
 
     def inputs_of(self, network: str) -> list[Variable]:
         return [v for v in self.variables if v.kind == "input" and v.network == network]

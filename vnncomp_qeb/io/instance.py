@@ -137,7 +137,7 @@ def load_instance(spec_path: str, networks: dict[str, str] | str) -> Instance:
         if not spec.inputs_of(n):
             raise SpecError(f"network '{n}' declares no input", path=spec_path)
         parts.append((n, graphs[n], spec.input_index(n)))
-    graph = compose(parts, spec.n_inputs, observe_input=spec.input_copy is not None)
+    graph = compose(parts, spec.n_inputs, observe_input=spec.input_copy is not None, products=spec.products)
     return Instance(spec, files, graph, views=views)
 
 
@@ -149,7 +149,7 @@ def pair_twin(spec: Spec, graphs: dict[str, Graph]) -> tuple[Graph, list[Case]] 
         return None
     (n, q) = spec.networks
     n_index, q_index = spec.input_index(n), spec.input_index(q)
-    if not np.array_equal(n_index, q_index) or spec.input_copy is not None:
+    if not np.array_equal(n_index, q_index) or spec.input_copy is not None or spec.products:
         return None
     if spec.hidden_of(n) or spec.hidden_of(q):
         return None

@@ -93,4 +93,7 @@ def joint_output(inst: Instance, x: np.ndarray) -> np.ndarray:
         y[spec.observed_index(name)] = run_view(inst.views[name], np.asarray(x)[spec.input_index(name)])
     if spec.input_copy is not None:  # constraints read on the inputs as fed
         y[spec.input_copy] = np.asarray(x, dtype=np.float64)
+    first = spec.n_outputs - len(spec.products)
+    for k, factors in enumerate(spec.products):  # products in the property, in float64
+        y[first + k] = np.prod(y[list(factors)])
     return y

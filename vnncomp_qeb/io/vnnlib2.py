@@ -58,6 +58,13 @@ class _Layout:
         self.kind = {name: kind for name, _, kind, *_ in self.decls}
         self.shape = {name: shape for name, _, _, shape, *_ in self.decls}
         self.total = total
+        self.products: dict[tuple[int, ...], int] = {}  # monomial of degree ≥ 2 → its pseudo element
+
+    def product(self, monomial: tuple[int, ...]) -> int:
+        """A pseudo element standing for a product of elements (read as an observation)."""
+        if monomial not in self.products:
+            self.products[monomial] = self.total + len(self.products)
+        return self.products[monomial]
 
     def element(self, var) -> int:
         shape = self.shape[var.name]
@@ -83,17 +90,58 @@ def _comparisons(query, layout: _Layout, path: str) -> list[list[list[tuple]]]:
                 const = 0.0
                 line = None
                 for side, sign in ((cmp.lhs, 1.0), (cmp.rhs, -1.0)):
-                    lin = side.to_linear_expr()
-                    const += sign * lin.constant
-                    for t in lin.terms:
-                        e = layout.element(t.var)
-                        coeffs[e] = coeffs.get(e, 0.0) + sign * t.coeff
-                        line = line or t.var.line
+                    for monomial, c in _polynomial(side, layout).items():
+                        if not monomial:
+                            const += sign * c
+                            continue
+                        e = monomial[0] if len(monomial) == 1 else layout.product(monomial)
+                        coeffs[e] = coeffs.get(e, 0.0) + sign * c
+                    line = line or getattr(side, "line", None)
                 if op == "!=":
                     raise SpecError("'!=' is not supported in properties", path=path, line=line)
                 clause.append((coeffs, const, op, strict, line))
             dnf.append(clause)
         out.append(dnf)
+    return out
+
+
+def _polynomial(expr, layout: "_Layout") -> dict[tuple[int, ...], float]:
+    """The expression as a polynomial: monomial (sorted element ids; () for the constant) →
+    coefficient."""
+    kind = type(expr).__name__
+    if kind == "Var":
+        return {(layout.element(expr),): 1.0}
+    if kind in ("Float", "Int", "Literal"):
+        return {(): float(expr.value)}
+    if kind == "Negate":
+        return {m: -c for m, c in _polynomial(expr.expr, layout).items()}
+    if kind == "Plus":
+        out: dict = {}
+        for a in expr.args:
+            for m, c in _polynomial(a, layout).items():
+                out[m] = out.get(m, 0.0) + c
+        return out
+    if kind == "Minus":
+        out = dict(_polynomial(expr.head, layout))
+        for a in expr.rest:
+            for m, c in _polynomial(a, layout).items():
+                out[m] = out.get(m, 0.0) - c
+        return out
+    if kind == "Multiply":
+        out = {(): 1.0}
+        for a in expr.args:
+            nxt: dict = {}
+            for m1, c1 in out.items():
+                for m2, c2 in _polynomial(a, layout).items():
+                    m = tuple(sorted(m1 + m2))
+                    nxt[m] = nxt.get(m, 0.0) + c1 * c2
+            out = nxt
+        return out
+    lin = expr.to_linear_expr()  # anything else the reference parser linearises itself
+    out = {(): float(lin.constant)}
+    for t in lin.terms:
+        key = (layout.element(t.var),)
+        out[key] = out.get(key, 0.0) + t.coeff
     return out
 
 
@@ -109,6 +157,8 @@ def _ties(clause, layout: _Layout) -> frozenset:
 
 
 def layout_kind(layout: _Layout, element: int) -> str:
+    if element >= layout.total:
+        return "product"
     for name, _, kind, shape, _, start, _ in layout.decls:
         if start <= element < start + (int(np.prod(shape, dtype=np.int64)) if shape else 1):
             return kind
@@ -168,6 +218,14 @@ def read_vnnlib2(text: str, path: str = "<string>") -> Spec:
     copy = any(reads_inputs_jointly({e: c for e, c in coeffs.items() if c != 0})
                for clause in clauses for coeffs, const, op, _, _ in clause
                if not is_tie(op, const, {e: c for e, c in coeffs.items() if c != 0}))
+    copy = copy or any(layout_kind(layout, e) == "input" for m in layout.products for e in m)
+    first_product = n_observed + (len(input_pos) if copy else 0)
+
+    def observed(e: int) -> int:  # where a factor of a product is observed
+        kind = layout_kind(layout, e)
+        return n_observed + input_pos[find(e)] if kind == "input" else output_pos[e]
+
+    products = [tuple(observed(e) for e in m) for m in layout.products]
 
     atoms_per_clause: list[Clause] = []
     for clause in clauses:
@@ -179,7 +237,9 @@ def read_vnnlib2(text: str, path: str = "<string>") -> Spec:
             jointly = reads_inputs_jointly(nz)
             lin: dict[tuple[str, int], float] = {}
             for e, c in nz.items():
-                if layout_kind(layout, e) == "input":
+                if layout_kind(layout, e) == "product":
+                    key = ("output", first_product + e - layout.total)
+                elif layout_kind(layout, e) == "input":
                     key = ("output", n_observed + input_pos[find(e)]) if jointly else ("input", input_pos[find(e)])
                 else:
                     key = ("output", output_pos[e])
@@ -190,7 +250,7 @@ def read_vnnlib2(text: str, path: str = "<string>") -> Spec:
         atoms_per_clause.append(atoms)
     names = {v: k for k, v in input_pos.items()}
     label = lambda i: _element_name(layout, names[i])  # noqa: E731
-    n_outputs = n_observed + (len(input_pos) if copy else 0)
+    n_outputs = first_product + len(products)
     cases = clauses_to_cases(atoms_per_clause, len(input_pos), n_outputs, path, input_label=label)
     networks = list(dict.fromkeys(net.name for net in query.networks))
     relations = {}
@@ -200,7 +260,8 @@ def read_vnnlib2(text: str, path: str = "<string>") -> Spec:
         elif str(getattr(net, "isometric_to", "")):
             relations[net.name] = ("isomorphic-to", str(net.isometric_to))
     return Spec(cases, len(input_pos), n_outputs, variables, version="2.0", path=path, networks=networks,
-                relations=relations, input_copy=np.arange(n_observed, n_outputs) if copy else None)
+                relations=relations, input_copy=np.arange(n_observed, first_product) if copy else None,
+                products=products)
 
 
 _NETWORK = re.compile(r"\(declare-network\s+([A-Za-z_][\w]*)\s*\(\s*isomorphic-to\s+([A-Za-z_][\w]*)\s*\)")

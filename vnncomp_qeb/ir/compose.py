@@ -11,7 +11,7 @@ from vnncomp_qeb.ir.graph import Graph
 
 
 def compose(parts: list[tuple[str, Graph, np.ndarray]], n_inputs: int, input_name: str = "x",
-            observe_input: bool = False) -> Graph:
+            observe_input: bool = False, products: list[tuple[int, ...]] = ()) -> Graph:
     """One graph whose input is the flat joint vector (``n_inputs``) and whose output vector is
     the concatenation of the parts' outputs (then, with ``observe_input``, a copy of the joint
     input). Each part is (prefix, graph, index) where ``index`` picks the part's flat input from
@@ -30,7 +30,40 @@ def compose(parts: list[tuple[str, Graph, np.ndarray]], n_inputs: int, input_nam
         all_ops.append(ops.Gather((input_name,), "x/observed", indices=np.arange(n_inputs), shape=(n_inputs,),
                                   source="input read by the property", precision="float64"))
         outputs.append("x/observed")
+    if products:
+        all_ops += _products(all_ops, outputs, products, input_name, n_inputs)
+        outputs.append("x/products")
     return Graph(input_name, (n_inputs,), all_ops, outputs, name="+".join(p for p, _, _ in parts))
+
+
+def _products(all_ops: list[ops.Op], outputs: list[str], products: list[tuple[int, ...]], input_name: str,
+              n_inputs: int) -> list[ops.Op]:
+    """Ops computing the products of observations a polynomial property reads (in float64, as
+    the property is evaluated), as one tensor ``x/products``."""
+    from vnncomp_qeb.ir.nonlinear import Product
+
+    shapes = Graph(input_name, (n_inputs,), list(all_ops), list(outputs)).shapes
+    new: list[ops.Op] = []
+    flats = []
+    for k, o in enumerate(outputs):
+        size = int(np.prod(shapes[o], dtype=np.int64))
+        new.append(ops.Reshape((o,), f"x/obs{k}", shape=(size,), precision="float64"))
+        flats.append(new[-1].output)
+    new.append(ops.Concat(tuple(flats), "x/observations", axis=1, precision="float64"))
+    terms = []
+    for k, factors in enumerate(products):
+        cur = None
+        for j, f in enumerate(factors):
+            pick = ops.Gather(("x/observations",), f"x/p{k}f{j}", indices=np.array([f]), shape=(1,), precision="float64")
+            new.append(pick)
+            if cur is None:
+                cur = pick.output
+                continue
+            new.append(Product((cur, pick.output), f"x/p{k}m{j}", precision="float64"))
+            cur = new[-1].output
+        terms.append(cur)
+    new.append(ops.Concat(tuple(terms), "x/products", axis=1, precision="float64"))
+    return new
 
 
 def twin_graph(n: Graph, q: Graph, index: np.ndarray, n_inputs: int, input_name: str = "x") -> Graph:
