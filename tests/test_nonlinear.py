@@ -54,7 +54,8 @@ def test_kernel_error_within_the_allowance(spec):
     assert np.all((y >= lo[0]) & (y <= hi[0])), op
 
 
-NETS = ["Sigmoid", "Tanh", "Exp", "Softplus", ("Pow", 2.0), ("Pow", 3.0), "Softmax", "Mul2", "Div2", "Where", "Greater"]
+NETS = ["Sigmoid", "Tanh", "Exp", "Softplus", ("Pow", 2.0), ("Pow", 3.0), "Softmax", "Mul2", "Div2", "Where", "Greater",
+        "Max2", "Min3", "LeakyRelu", "PRelu", "HardSigmoid"]
 
 
 def _network(path, kind, rng):
@@ -81,6 +82,15 @@ def _network(path, kind, rng):
     elif kind == "Where":
         inits += [nh.from_array(np.float32(0.3), "t"), nh.from_array(np.float32(-2.0), "f")]
         nodes += [h.make_node("Greater", ["h", "t"], ["c"]), h.make_node("Where", ["c", "h", "f"], ["a"])]
+    elif kind in ("Max2", "Min3"):  # of computed tensors (and a tensor constant)
+        inits.append(nh.from_array(np.array([[0.2, -0.1, 0.0, 0.3]], np.float32), "c"))
+        nodes += [h.make_node("Neg", ["h"], ["g"]),
+                  h.make_node(kind[:3], ["h", "g"] + (["c"] if kind == "Min3" else []), ["a"])]
+    elif kind in ("LeakyRelu", "HardSigmoid"):
+        nodes.append(h.make_node(kind, ["h"], ["a"], alpha=0.1))
+    elif kind == "PRelu":
+        inits.append(nh.from_array(np.array([0.1, 0.2, -0.3, 0.5], np.float32), "slope"))
+        nodes.append(h.make_node("PRelu", ["h", "slope"], ["a"]))
     elif kind == "Greater":
         inits.append(nh.from_array(np.float32(0.1), "t"))
         nodes += [h.make_node("Greater", ["h", "t"], ["c"]), h.make_node("Cast", ["c"], ["a"], to=T.FLOAT)]

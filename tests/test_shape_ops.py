@@ -42,6 +42,11 @@ CASES = [
     ("shape", ["N", 2, 3], [h.make_node("Shape", ["x"], ["s"]),
                             h.make_node("ConstantOfShape", ["s"], ["c"], value=nh.from_array(np.array([0.5], np.float32))),
                             h.make_node("Add", ["x", "c"], ["m"])], []),
+    ("pad-constant", ["N", 2, 3], [h.make_node("Pad", ["x", "pads", "v"], ["m"], mode="constant")],
+     [_i64("pads", [0, 1, 0, 0, 0, 2]), nh.from_array(np.array(0.75, np.float32), "v")]),
+    ("pad-reflect", ["N", 2, 4], [h.make_node("Pad", ["x", "pads"], ["m"], mode="reflect")], [_i64("pads", [0, 0, 2, 0, 0, 1])]),
+    ("pad-edge-axes", ["N", 2, 3], [h.make_node("Pad", ["x", "pads", "", "axes"], ["m"], mode="edge")],
+     [_i64("pads", [1, 2]), _i64("axes", [2])]),
     # a fixed leading 1 that the graph transposes away: the whole input is one sample
     ("transpose-fixed", [1, 3], [h.make_node("Transpose", ["x"], ["m"], perm=[1, 0])], []),
 ]

@@ -100,15 +100,15 @@ def _clip(ctx, node):
 @handles("Max", "Min")
 def _max_min(ctx, node):
     """``Max(x, c)`` / ``Min(x, c)`` with a scalar constant: a one-sided clamp (how exporters write
-    ``clip``, e.g. ``Min(Max(x, 0), 255)``)."""
+    ``clip``, e.g. ``Min(Max(x, 0), 255)``); of several tensors (or tensor constants): pairwise
+    ``m + relu(b − m)`` (``m − relu(m − b)`` for Min), exact in reals."""
     names = [n for n in node.input if n]
     consts = [n for n in names if ctx.is_const(n)]
     variables = [n for n in names if not ctx.is_const(n)]
-    if len(variables) != 1:
-        raise ctx.unsupported(f"{node.op_type} of {len(variables)} variable tensors (only a clamp by a constant)")
     values = [np.asarray(ctx.const(n), dtype=np.float64) for n in consts]
-    if any(v.size != 1 for v in values):
-        raise ctx.unsupported(f"{node.op_type} with a non-scalar constant")
+    if len(variables) > 1 or any(v.size != 1 for v in values):
+        _pairwise_extreme(ctx, node, variables, consts)
+        return
     x = ctx.var(variables[0])
     if not values:  # Max/Min of one tensor: itself
         ctx.bind(node.output[0], x)
@@ -116,6 +116,48 @@ def _max_min(ctx, node):
     bound = max(float(v) for v in values) if node.op_type == "Max" else min(float(v) for v in values)
     lo, hi = (bound, np.inf) if node.op_type == "Max" else (-np.inf, bound)
     ctx.emit(ops.Clip((x,), ctx.out_name(), lo=lo, hi=hi))
+
+
+def _pairwise_extreme(ctx: LoadContext, node, variables: list[str], consts: list[str]) -> None:
+    if not variables:
+        raise ctx.unsupported(f"{node.op_type} of constants only")
+    first = ctx.var(variables[0])
+    names = [ctx.var(n) for n in variables] + [constant_tensor(ctx, ctx.per_sample_const(ctx.const(n), first), n)
+                                               for n in consts]
+    m = names[0]
+    out = node.output[0]
+    for k, b in enumerate(names[1:]):
+        last = k == len(names) - 2
+        a, b = broadcast_vars(ctx, m, b)
+        gap = ctx.emit(ops.Sub((b, a) if node.op_type == "Max" else (a, b), ctx.fresh(out + f"_gap{k}")))
+        step = ctx.emit(ops.Relu((gap,), ctx.fresh(out + f"_step{k}")))
+        kind = ops.Add if node.op_type == "Max" else ops.Sub
+        m = ctx.emit(kind((a, step), out if last else ctx.fresh(out + f"_m{k}")))
+    if len(names) == 1:
+        ctx.bind(out, m)
+
+
+@handles("LeakyRelu", "PRelu")
+def _leaky_relu(ctx, node):
+    """``relu(x) − α·relu(−x)`` (α a constant, per channel for PRelu): exact in reals."""
+    x = ctx.var(node.input[0])
+    alpha = attr(node, "alpha", 0.01) if node.op_type == "LeakyRelu" else ctx.per_sample_const(ctx.const(node.input[1]), x)
+    out = node.output[0]
+    neg = ctx.emit(ops.MulConst((x,), ctx.fresh(out + "_neg"), c=np.float64(-1.0)))
+    pos = ctx.emit(ops.Relu((x,), ctx.fresh(out + "_pos")))
+    rneg = ctx.emit(ops.Relu((neg,), ctx.fresh(out + "_rneg")))
+    scaled = ctx.emit(ops.MulConst((rneg,), ctx.fresh(out + "_scaled"), c=np.asarray(alpha, dtype=np.float64)))
+    ctx.emit(ops.Sub((pos, scaled), ctx.out_name()))
+
+
+@handles("HardSigmoid")
+def _hard_sigmoid(ctx, node):
+    """``clip(α·x + β, 0, 1)``."""
+    x = ctx.var(node.input[0])
+    out = node.output[0]
+    scaled = ctx.emit(ops.MulConst((x,), ctx.fresh(out + "_scaled"), c=np.float64(attr(node, "alpha", 0.2))))
+    shifted = ctx.emit(ops.AddConst((scaled,), ctx.fresh(out + "_shifted"), c=np.float64(attr(node, "beta", 0.5))))
+    ctx.emit(ops.Clip((shifted,), ctx.out_name(), lo=0.0, hi=1.0))
 
 
 @handles("Round", "Floor", "Ceil")

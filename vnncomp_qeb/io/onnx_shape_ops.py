@@ -26,46 +26,94 @@ def onnx_shape(ctx: LoadContext, x: str) -> tuple[int, ...]:
     return shape if ctx.batchless else (1,) + shape
 
 
-def _run_on(ctx: LoadContext, node: onnx.NodeProto, values: np.ndarray) -> list[np.ndarray]:
-    """The node's outputs when its first input holds ``values`` (the others are constants)."""
+def _run_on(ctx: LoadContext, node: onnx.NodeProto, values: np.ndarray,
+            consts: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    """The node's outputs when its first input holds ``values`` (the others are constants, or
+    the values in ``consts``)."""
     from onnx.reference import ReferenceEvaluator
 
     feeds = {node.input[0]: values}
     for name in node.input[1:]:
         if name:
-            feeds[name] = ctx.const(name)
+            feeds[name] = consts[name] if consts and name in consts else ctx.const(name)
     try:
         return [np.asarray(v) for v in ReferenceEvaluator(node).run(None, feeds)]
     except Exception as exc:
         raise ctx.unsupported(f"cannot evaluate its index map ({type(exc).__name__}: {exc})") from exc
 
 
-@handles(*MOVERS)
-def _mover(ctx: LoadContext, node: onnx.NodeProto) -> None:
-    """Each output element is some element of the first input: a Gather of those indices."""
+def _index_maps(ctx: LoadContext, node: onnx.NodeProto, offset: int = 0,
+                consts: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    """Per output, the per-sample array of the input elements (numbered from ``offset``) each of
+    its elements is; values below ``offset`` are what the op inserts (a pad)."""
     for name in node.input[1:]:
-        if name and not ctx.is_const(name):
+        if name and name not in (consts or {}) and not ctx.is_const(name):
             raise ctx.unsupported(f"input '{name}' must be a constant (a computed index or shape)")
     x = ctx.var(node.input[0])
     shape = onnx_shape(ctx, x)
     n = int(np.prod(shape, dtype=np.int64))
-    index = np.arange(n, dtype=np.int64).reshape(shape)
-    outs = _run_on(ctx, node, index)
+    index = np.arange(offset, n + offset, dtype=np.int64).reshape(shape)
+    outs = _run_on(ctx, node, index, consts)
     if not ctx.batchless:
         # the op must act on each sample alone: with two samples, the second's indices are the
         # first's shifted by one sample
-        twice = _run_on(ctx, node, np.concatenate([index, index + n]))
-        if any(t.shape[0] != 2 or o.shape[0] != 1 or not np.array_equal(t[1], o[0] + n) or not np.array_equal(t[0], o[0])
-               for o, t in zip(outs, twice)):
+        twice = _run_on(ctx, node, np.concatenate([index, index + n]), consts)
+        if any(t.shape[0] != 2 or o.shape[0] != 1 or not np.array_equal(t[0], o[0])
+               or not np.array_equal(t[1], np.where(o[0] >= offset, o[0] + n, o[0])) for o, t in zip(outs, twice)):
             raise ctx.crosses_batch("moves elements across the batch axis")
         outs = [o[0] for o in outs]
-    tag = ctx.tags.get(node.input[0])
+    return outs
+
+
+def _tag(ctx: LoadContext, name: str):
+    tag = ctx.tags.get(name)
     if tag is not None and np.size(tag.scale) > 1:
         raise ctx.unsupported("moves elements of a per-axis quantized tensor")
+    return tag
+
+
+@handles(*MOVERS)
+def _mover(ctx: LoadContext, node: onnx.NodeProto) -> None:
+    """Each output element is some element of the first input: a Gather of those indices."""
+    x = ctx.var(node.input[0])
+    outs = _index_maps(ctx, node)
+    tag = _tag(ctx, node.input[0])
     for k, (out_name, picked) in enumerate(zip(node.output, outs)):
         if not out_name:
             continue
         ctx.emit(ops.Gather((x,), out_name, indices=picked.reshape(-1).astype(np.int64), shape=tuple(picked.shape)), tag=tag)
+
+
+@handles("Pad")
+def _pad(ctx: LoadContext, node: onnx.NodeProto) -> None:
+    """Reflect/edge/wrap pads copy elements (index tracking); a constant pad reads one extra
+    element holding the pad value."""
+    mode = attr(node, "mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    pads = attr(node, "pads") if ctx.opset < 11 else [int(v) for v in np.asarray(ctx.const(node.input[1])).reshape(-1)]
+    value = attr(node, "value", 0.0) if ctx.opset < 11 else (
+        float(np.asarray(ctx.const(node.input[2])).reshape(-1)[0]) if len(node.input) > 2 and node.input[2] else 0.0)
+    inputs = ["data", "pads", "value"] + (["axes"] if len(node.input) > 3 and node.input[3] else [])
+    probe = onnx.helper.make_node("Pad", inputs, ["y"], mode=mode)
+    consts = {"pads": np.array(pads, dtype=np.int64), "value": np.array(0, dtype=np.int64)}
+    if "axes" in inputs:
+        consts["axes"] = np.asarray(ctx.const(node.input[3]), dtype=np.int64)
+    x = ctx.var(node.input[0])
+    probe.input[0] = node.input[0]
+    (picked,) = _index_maps(ctx, probe, offset=1, consts=consts)
+    tag = _tag(ctx, node.input[0])
+    n = int(np.prod(ctx.logical_shape(x), dtype=np.int64))
+    if not np.any(picked == 0):
+        ctx.emit(ops.Gather((x,), ctx.out_name(), indices=(picked - 1).reshape(-1), shape=tuple(picked.shape)), tag=tag)
+        return
+    from vnncomp_qeb.io.onnx_float_ops import constant_tensor
+
+    real = value if tag is None else float(tag.scale) * (value - float(tag.zero_point))  # a code, for integers
+    flat = ctx.emit(ops.Reshape((x,), ctx.fresh(node.output[0] + "_flat"), shape=(n,)))
+    pad = constant_tensor(ctx, np.array([real]), node.output[0] + "_value")
+    both = ctx.emit(ops.Concat((flat, pad), ctx.fresh(node.output[0] + "_src"), axis=1))
+    index = np.where(picked == 0, n, picked - 1).reshape(-1)
+    ctx.emit(ops.Gather((both,), ctx.out_name(), indices=index, shape=tuple(picked.shape)), tag=tag)
 
 
 def _axes(ctx: LoadContext, node: onnx.NodeProto, rank: int) -> list[int] | None:
