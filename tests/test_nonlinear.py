@@ -55,6 +55,7 @@ def test_kernel_error_within_the_allowance(spec):
 
 
 NETS = ["Sigmoid", "Tanh", "Exp", "Softplus", ("Pow", 2.0), ("Pow", 3.0), "Softmax", "Mul2", "Div2", "Where", "Greater",
+        "Compares", "Log", "Sqrt", "Reciprocal", "Pow2^x",
         "Max2", "Min3", "LeakyRelu", "PRelu", "HardSigmoid"]
 
 
@@ -91,6 +92,20 @@ def _network(path, kind, rng):
     elif kind == "PRelu":
         inits.append(nh.from_array(np.array([0.1, 0.2, -0.3, 0.5], np.float32), "slope"))
         nodes.append(h.make_node("PRelu", ["h", "slope"], ["a"]))
+    elif kind == "Compares":  # Less, GreaterOrEqual, LessOrEqual, Equal and Not, summed as 0/1
+        inits += [nh.from_array(np.float32(0.1), "t"), nh.from_array(np.zeros((1, 4), np.float32), "z")]
+        nodes += [h.make_node("Less", ["h", "t"], ["c1"]), h.make_node("GreaterOrEqual", ["t", "h"], ["c2"]),
+                  h.make_node("LessOrEqual", ["h", "z"], ["c3"]), h.make_node("Equal", ["h", "z"], ["c4"]),
+                  h.make_node("Not", ["c1"], ["c5"])]
+        nodes += [h.make_node("Cast", [f"c{k}"], [f"f{k}"], to=T.FLOAT) for k in range(1, 6)]
+        nodes += [h.make_node("Sum", [f"f{k}" for k in range(1, 6)], ["a"])]
+    elif kind in ("Log", "Sqrt", "Reciprocal"):  # of a positive tensor
+        inits.append(nh.from_array(np.float32(0.5), "half"))
+        nodes += [h.make_node("Mul", ["h", "h"], ["sq"]), h.make_node("Add", ["sq", "half"], ["pos"]),
+                  h.make_node(kind, ["pos"], ["a"])]
+    elif kind == "Pow2^x":
+        inits.append(nh.from_array(np.float32(2.0), "two"))
+        nodes.append(h.make_node("Pow", ["two", "h"], ["a"]))
     elif kind == "Greater":
         inits.append(nh.from_array(np.float32(0.1), "t"))
         nodes += [h.make_node("Greater", ["h", "t"], ["c"]), h.make_node("Cast", ["c"], ["a"], to=T.FLOAT)]

@@ -79,6 +79,28 @@ def _binary(ctx: LoadContext, node: onnx.NodeProto) -> None:
         raise ctx.unsupported("Div of a constant by a variable tensor")
 
 
+@handles("Sum", "Mean")
+def _sum(ctx: LoadContext, node: onnx.NodeProto) -> None:
+    """Elementwise sum (mean: then divided by the count) of tensors, added in order."""
+    names = [n for n in node.input if n]
+    first = next((n for n in names if ctx.is_var(n)), None)
+    if first is None:
+        raise ctx.unsupported(f"{node.op_type} of constants only")
+    first = ctx.var(first)
+    terms = [ctx.var(n) if ctx.is_var(n) else constant_tensor(ctx, ctx.per_sample_const(ctx.const(n), first), n)
+             for n in names]
+    out = node.output[0]
+    cur = terms[0]
+    for k, t in enumerate(terms[1:]):
+        a, b = broadcast_vars(ctx, cur, t)
+        last = k == len(terms) - 2 and node.op_type == "Sum"
+        cur = ctx.emit(ops.Add((a, b), out if last else ctx.fresh(out + f"_sum{k}")))
+    if node.op_type == "Mean" and len(terms) > 1:
+        ctx.emit(ops.MulConst((cur,), ctx.out_name(), c=np.float64(len(terms)), divide=True))
+    elif len(terms) == 1:
+        ctx.bind(out, cur)
+
+
 @handles("Relu")
 def _relu(ctx, node):
     ctx.emit(ops.Relu((ctx.var(node.input[0]),), ctx.out_name()))

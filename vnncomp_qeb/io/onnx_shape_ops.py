@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import scipy.sparse as sp
 
+from vnncomp_qeb.errors import UnsupportedOperator
 from vnncomp_qeb.io.onnx_context import LoadContext, attr, handles
 from vnncomp_qeb.ir import ops
 
@@ -57,7 +58,10 @@ def _index_maps(ctx: LoadContext, node: onnx.NodeProto, offset: int = 0,
     if not ctx.batchless:
         # the op must act on each sample alone: with two samples, the second's indices are the
         # first's shifted by one sample
-        twice = _run_on(ctx, node, np.concatenate([index, index + n]), consts)
+        try:
+            twice = _run_on(ctx, node, np.concatenate([index, index + n]), consts)
+        except UnsupportedOperator:  # its constants fit one sample only (GatherElements' indices)
+            raise ctx.crosses_batch("defined for a batch of one only") from None
         if any(t.shape[0] != 2 or o.shape[0] != 1 or not np.array_equal(t[0], o[0])
                or not np.array_equal(t[1], np.where(o[0] >= offset, o[0] + n, o[0])) for o, t in zip(outs, twice)):
             raise ctx.crosses_batch("moves elements across the batch axis")
