@@ -17,7 +17,7 @@ from vnncomp_qeb.io.instance import load_instance
 from vnncomp_qeb.io.onnx_loader import load_onnx
 from vnncomp_qeb.ir.twin import find_twins
 
-FAMILIES = ["qeb_mnist", "qeb_acasxu", "acasxu_f16", "mnist_int8"]
+FAMILIES = ["qeb_mnist", "qeb_acasxu", "acasxu_f16", "mnist_int8", "mnist_cnn_int8"]
 
 
 @pytest.fixture(scope="module")
