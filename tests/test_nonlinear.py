@@ -23,7 +23,7 @@ from vnncomp_qeb.ir.fuse import normalise
 from vnncomp_qeb.portfolio import verify
 
 SMOOTH = ["Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Softplus", ("Pow", 2.0), ("Pow", 3.0),
-          ("Pow", -0.5), ("Pow", 0.5), ("Pow", -1.0)]
+          ("Pow", -0.5), ("Pow", 0.5), ("Pow", -1.0), ("Pow", -2.0), ("Pow", 4.0), ("Pow", 1.5)]
 
 
 def _session(model):
@@ -188,3 +188,71 @@ def test_verdicts_match_enumeration_through_where_and_products(tmp_path):
             reachable = (t < best) if sense == ">=" else (t > best)
             out = verify(load_instance(str(spec), str(path)), 60, log=lambda _: None)
             assert out.verdict == ("sat" if reachable else "unsat"), (sense, t, best, out.verdict)
+
+
+@pytest.mark.parametrize("spec", SMOOTH, ids=[s if isinstance(s, str) else f"{s[0]}{s[1]:g}" for s in SMOOTH])
+def test_relaxations_hold_against_sampling(spec):
+    """On random intervals of every scale (down to widths of 1e-9 next to 0, on both sides of 0),
+    ``aL·x + bL ≤ f(x) ≤ aU·x + bU`` at sampled points of the interval (f in float64 exactly)."""
+    op, p = (spec, None) if isinstance(spec, str) else spec
+    s = nl.Smooth(("x",), "y", fn=op, exponent=p if p is not None else 1.0)
+    rng = np.random.default_rng(11)
+    centre = np.concatenate([rng.uniform(-5, 5, 300), 10.0 ** rng.uniform(-9, 1, 300), -(10.0 ** rng.uniform(-9, 1, 300))])
+    width = centre * 0 + 10.0 ** rng.uniform(-9, 0.5, centre.size)
+    lo, hi = centre - width * rng.uniform(0, 1, centre.size), centre + width * rng.uniform(0, 1, centre.size)
+    # and intervals on one side of 0 that are small relative to their distance from it
+    c = np.concatenate([10.0 ** rng.uniform(-9, 1, 300), -(10.0 ** rng.uniform(-9, 1, 300))])
+    f = rng.uniform(0.01, 0.9, c.size)
+    lo, hi = np.concatenate([lo, np.minimum(c * (1 - f), c * (1 + f))]), np.concatenate([hi, np.maximum(c * (1 - f), c * (1 + f))])
+    olo, ohi = s.interval((lo[None], hi[None]))
+    aL, bL, aU, bU = s.relaxation(lo[None], hi[None], olo, ohi)
+    for t in np.linspace(0, 1, 9):
+        x = lo + t * (hi - lo)
+        with np.errstate(all="ignore"):
+            y = s.f(x)
+        ok = np.isfinite(y)
+        assert np.all((aL[0] * x + bL[0] <= y + 1e-9 * (1 + np.abs(y)))[ok]), (op, p)
+        assert np.all((aU[0] * x + bU[0] >= y - 1e-9 * (1 + np.abs(y)))[ok]), (op, p)
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "Tanh", "Exp"])
+def test_float16_results_inside_the_interval(op):
+    """A float16 model (onnxruntime computes in float32, then rounds to float16): every result lies
+    in the interval of its input point at precision float16."""
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(_unary(op), keep_io_types=False)
+    x = np.linspace(-8, 8, 20001).astype(np.float16)
+    y = _session(model).run(None, {"x": x})[0].astype(np.float64)
+    s = nl.Smooth(("x",), "y", fn=op, precision="float16")
+    lo, hi = s.interval((x.astype(np.float64)[None], x.astype(np.float64)[None]))
+    assert np.all((y >= lo[0]) & (y <= hi[0]))
+
+
+def test_product_underflow_and_overflow_inside_the_interval():
+    """float32 products that underflow to 0 or overflow to inf stay inside the interval."""
+    g = h.make_graph([h.make_node("Mul", ["a", "b"], ["y"])], "m",
+                     [h.make_tensor_value_info("a", T.FLOAT, [None]), h.make_tensor_value_info("b", T.FLOAT, [None])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [None])])
+    sess = _session(h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=M.IR_VERSION))
+    a = np.array([1e-23, 1e20, -3e19, 2.5e-30, 7.0], np.float32)
+    b = np.array([1e-23, 1e20, 4e19, 3e-20, 1e-3], np.float32)
+    y = sess.run(None, {"a": a, "b": b})[0].astype(np.float64)
+    p = nl.Product(("a", "b"), "y", precision="float32")
+    lo, hi = p.interval([(a.astype(np.float64)[None],) * 2, (b.astype(np.float64)[None],) * 2])
+    assert np.all((y >= lo[0]) & (y <= hi[0])), (y, lo, hi)
+
+
+def test_constant_operands_do_not_make_a_sum_exact(tmp_path):
+    """x snapped on a 1/4 grid plus an off-grid constant (built from the input as 0·x + c) is not
+    computed exactly: the rounding after it keeps its float-error band."""
+    from vnncomp_qeb.analysis.exact import annotate_exact
+    from vnncomp_qeb.ir import ops
+
+    nodes = [h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]), h.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             h.make_node("Sum", ["d", "c"], ["t"]), h.make_node("Round", ["t"], ["y"])]
+    inits = [nh.from_array(np.float32(0.25), "s"), nh.from_array(np.int8(0), "z"), nh.from_array(np.full((1, 2), 0.1, np.float32), "c")]
+    path = M.save(nodes, inits, tmp_path / "c.onnx", 2, 2)
+    graph = annotate_exact(normalise(load_onnx(path)), None, -np.ones(2), np.ones(2))
+    (rnd,) = [op for op in graph.ops if isinstance(op, ops.Round)]
+    assert rnd.exact_step is None

@@ -186,3 +186,38 @@ def test_supports_claims_the_theories():
                           "--hidden-node-theories", "--multiple-input-output-theories", "--arithmetic-complexity-theories"],
                          capture_output=True, text=True, check=True).stdout.split()
     assert {"MENET", "MINET", "H", "MIO", "LIN", "POLY"} <= set(out)
+
+
+def test_networks_fed_at_different_types(tmp_path):
+    """N reads float64, Q float32: the joint input is fed as float64 (the finer type) and Q's IR
+    rounds it to float32 as onnxruntime receives it (N's does not): the joint graph computes what
+    the replay computes, and its bounds over a box hold every replayed output."""
+    from vnncomp_qeb.analysis.interval import output_bounds
+    from vnncomp_qeb.io.replay import input_type
+
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(3, 2))
+    paths = {}
+    for name, elem, dt in (("n64", T.DOUBLE, np.float64), ("q32", T.FLOAT, np.float32)):
+        g = h.make_graph([h.make_node("MatMul", ["x", "W"], ["y"])], name, [h.make_tensor_value_info("x", elem, [1, 3])],
+                         [h.make_tensor_value_info("y", elem, [1, 2])], [nh.from_array(W.astype(dt), "W")])
+        paths[name] = str(tmp_path / f"{name}.onnx")
+        onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 13)], ir_version=M.IR_VERSION), paths[name])
+    text = """(vnnlib-version <2.0>)
+(declare-network N (declare-input X float64 [1,3]) (declare-output Y float64 [1,2]))
+(declare-network Q (declare-input XQ float64 [1,3]) (declare-output YQ float64 [1,2]))
+(assert (and (>= X[0,0] 0.0) (<= X[0,0] 1.0) (>= X[0,1] 0.0) (<= X[0,1] 1.0) (>= X[0,2] 0.0) (<= X[0,2] 1.0)))
+(assert (and (== X[0,0] XQ[0,0]) (== X[0,1] XQ[0,1]) (== X[0,2] XQ[0,2])))
+(assert (>= Y[0,0] 10.0))
+"""
+    spec = tmp_path / "t.vnnlib"
+    spec.write_text(text)
+    inst = load_instance(str(spec), {"N": paths["n64"], "Q": paths["q32"]})
+    assert input_type(inst) == np.float64
+    casts = [op.output.split("/")[0] for op in inst.graph.ops if op.kind == "CastFloat"]
+    assert casts == ["Q"]
+    x = rng.uniform(0, 1, size=(200, 3))
+    y = np.stack([joint_output(inst, xi) for xi in x])
+    np.testing.assert_allclose(inst.graph.evaluate(x), y, rtol=1e-6, atol=1e-7)
+    lo, hi = output_bounds(inst.graph, np.zeros((1, 3)), np.ones((1, 3)))
+    assert np.all((y >= lo) & (y <= hi))

@@ -148,7 +148,7 @@ def cmd_inspect(args) -> int:
 def cmd_check(args) -> int:
     """Replay the counterexample of a results file the way the organisers do."""
     from vnncomp_qeb.io.instance import load_instance
-    from vnncomp_qeb.io.replay import model_input, replay
+    from vnncomp_qeb.io.replay import input_type, replay
     from vnncomp_qeb.io.results import read_counterexample
 
     import numpy as np
@@ -164,7 +164,7 @@ def cmd_check(args) -> int:
         print(f"verdict is '{verdict.strip()}': nothing to replay")
         return 0
     x = read_counterexample(body, inst.spec)
-    dtype = model_input(next(iter(inst.networks.values())))[2]
+    dtype = input_type(inst)
     x = np.asarray(x, dtype=dtype).astype(np.float64)  # cast first, as the organisers do
     if not any(c.in_box(x[None])[0] for c in inst.spec.cases):  # say where it leaves the nearest box
         case = min(inst.spec.cases, key=lambda c: float(np.max(np.maximum(c.lower - x, x - c.upper))))

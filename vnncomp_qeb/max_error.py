@@ -23,7 +23,7 @@ import numpy as np
 from vnncomp_qeb.analysis.dra import difference_bounds
 from vnncomp_qeb.errors import SpecError
 from vnncomp_qeb.io.instance import Instance
-from vnncomp_qeb.io.replay import joint_output, model_input, snap_into_box
+from vnncomp_qeb.io.replay import input_type, joint_output, snap_into_box
 from vnncomp_qeb.search.attack import coordinate_search, pgd
 from vnncomp_qeb.search.domains import CodeDomain, domain_for
 from vnncomp_qeb.search.sampling import best_candidates, box_points
@@ -90,7 +90,7 @@ class _Search:
         self.m = inst.graph.output_size
         self.target = _abs_case(self.case, self.outputs, self.m)
         self.rng = np.random.default_rng(seed)
-        self.dtype = model_input(next(iter(inst.networks.values())))[2]
+        self.dtype = input_type(inst)
         self.result = MaxError(outputs={i: [0.0, np.inf] for i in self.outputs})
         self.start = time.monotonic()
         self.last_print = 0.0

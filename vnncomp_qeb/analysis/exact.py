@@ -58,7 +58,7 @@ def _mag(bounds, name) -> float:
 
 
 def _fits(step: float | None, mag: float, precision: str) -> float | None:
-    if step is None or step == FLOAT_VALUES or not np.isfinite(mag):
+    if step is None or step == FLOAT_VALUES or np.isnan(step) or not np.isfinite(mag):
         return None
     if not np.isfinite(step):
         return step

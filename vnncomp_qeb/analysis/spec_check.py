@@ -16,10 +16,9 @@ def polytope_excluded(p: Polytope, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
     Apos, Aneg = np.maximum(p.A, 0), np.minimum(p.A, 0)
     row_min = lo @ Apos.T + hi @ Aneg.T  # min of A·y over the box, per row: (B, k)
     err = (np.abs(lo) + np.abs(hi)) @ np.abs(p.A).T * _REL * (p.A.shape[1] + 1)
-    # a row reading one output with a power-of-two coefficient is computed exactly
+    # a row reading one output with coefficient ±1 is computed exactly
     nnz = (p.A != 0).sum(axis=1)
-    coef = np.abs(p.A).max(axis=1)
-    exact = (nnz == 1) & (np.frexp(coef)[0] == 0.5)
+    exact = (nnz == 1) & (np.abs(p.A).max(axis=1) == 1.0)
     row_min = row_min - np.where(exact[None, :], 0.0, err)
     miss = np.where(p.strict[None, :], row_min >= p.b[None, :], row_min > p.b[None, :])
     return miss.any(axis=1)

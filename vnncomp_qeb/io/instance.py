@@ -59,12 +59,18 @@ def load_runnable(path: str, name: str | None = None) -> Graph:
     return load_view(View(path), name)
 
 
-def load_view(view: View, name: str | None = None) -> Graph:
+def load_view(view: View, name: str | None = None, feed: str = "float32") -> Graph:
     """The IR of a network as the query sees it (see :mod:`vnncomp_qeb.io.model_views`), after
-    checking that onnxruntime runs it."""
+    checking that onnxruntime runs it; its input is fed floats of type ``feed``."""
     model = view_model(view) if view.precision else read_model(view.path)
     view_session(view)
-    return model_to_graph(model, view.path, name, hidden=view.hidden)
+    return model_to_graph(model, view.path, name, hidden=view.hidden, feed=feed)
+
+
+def feed_type(views) -> type:
+    """The numpy type the joint input is fed in: the finest of the networks' input types (each
+    network rounds it to its own)."""
+    return min((input_dtype(v) for v in views), key=lambda t: -np.finfo(t).nmant)
 
 
 def network_files(spec: Spec, networks: dict[str, str] | str, spec_path: str) -> dict[str, str]:
@@ -126,7 +132,8 @@ def load_instance(spec_path: str, networks: dict[str, str] | str) -> Instance:
         return Instance(spec, {spec.networks[0]: path}, graph)
     files = network_files(spec, networks, spec_path)
     views = {n: _view(spec, n, files[n]) for n in spec.networks}
-    graphs = {n: load_view(views[n], name=n) for n in spec.networks}
+    feed = np.dtype(feed_type(views.values())).name
+    graphs = {n: load_view(views[n], name=n, feed=feed) for n in spec.networks}
     for n, g in graphs.items():
         _check_sizes(spec, n, g, files[n])
     twin = pair_twin(spec, graphs)

@@ -76,24 +76,30 @@ def load_onnx(path: str, name: str | None = None) -> Graph:
     return model_to_graph(read_model(path), path, name)
 
 
+# the float types each type holds every value of
+_HOLDS = {"float64": {"float64", "float32", "float16", "bfloat16"}, "float32": {"float32", "float16", "bfloat16"},
+          "float16": {"float16"}, "bfloat16": {"bfloat16"}}
+
+
 def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | None = None,
-                   hidden: tuple[str, ...] = ()) -> Graph:
+                   hidden: tuple[str, ...] = (), feed: str = "float32") -> Graph:
     """Translate a loaded ModelProto into the IR. The graph's outputs are the model's, then the
     tensors named in ``hidden`` (observed as VNN-LIB 2.0 hidden variables). A model with several
-    inputs reads one flat input: their concatenation, in the order the graph lists them."""
+    inputs reads one flat input: their concatenation, in the order the graph lists them. The
+    input holds floats of type ``feed``; an input type that does not hold them all rounds them."""
     try:
-        return _to_graph(model, path, name, False, hidden)
+        return _to_graph(model, path, name, False, hidden, feed)
     except BatchAxisCrossed as first:
         # a fixed leading 1 read as the batch axis, but the graph mixes it with the others (a
         # Transpose of a [1, n] input): the whole input is the one sample
         try:
-            return _to_graph(model, path, name, True, hidden)
+            return _to_graph(model, path, name, True, hidden, feed)
         except ModelError:
             raise first from None
 
 
 def _to_graph(model: onnx.ModelProto, path: str, name: str | None, whole_sample: bool,
-              hidden: tuple[str, ...]) -> Graph:
+              hidden: tuple[str, ...], feed: str) -> Graph:
     ctx = LoadContext(path)
     ctx.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     g = model.graph
@@ -120,10 +126,10 @@ def _to_graph(model: onnx.ModelProto, path: str, name: str | None, whole_sample:
                                 source=f"input {name_k}"))
     ctx.input_name = input_name
     for name_k, _ in inputs:
-        in_type = next(i for i in g.input if i.name == name_k).type.tensor_type.elem_type
-        if PRECISION_OF[in_type] in ("float16", "bfloat16"):
-            # the real input reaches the model cast to its input type (as the replay feeds it)
-            onnx_float_ops.cast_float(ctx, name_k, PRECISION_OF[in_type], name_k)
+        in_type = PRECISION_OF[next(i for i in g.input if i.name == name_k).type.tensor_type.elem_type]
+        if feed not in _HOLDS[in_type]:
+            # the input reaches the model cast to its input type (as the replay feeds it)
+            onnx_float_ops.cast_float(ctx, name_k, in_type, name_k)
 
     for node in g.node:
         ctx.node = node

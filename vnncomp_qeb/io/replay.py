@@ -60,8 +60,10 @@ def snap_into_box(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, dtype=np.
 
 
 def input_type(inst: Instance) -> type:
-    """The numpy type the joint input is fed in (the first network's input type)."""
-    return model_input(next(iter(inst.networks.values())))[2]
+    """The numpy type the joint input is fed in (the finest of the networks' input types)."""
+    from vnncomp_qeb.io.instance import feed_type
+
+    return feed_type(inst.views.values())
 
 
 def replay(inst: Instance, x: np.ndarray) -> Replay:

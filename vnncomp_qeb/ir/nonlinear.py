@@ -34,6 +34,20 @@ _LARGEST = {"float32": float(np.finfo(np.float32).max), "float16": 65504.0, "bfl
             "float64": float(np.finfo(np.float64).max)}
 
 
+def kernel_error(precision: str, y) -> np.ndarray:
+    """Bound on onnxruntime's error in a transcendental result near ``y``: the kernel's own
+    (``REL·|y| + ABS``, computed in float32 at least) plus, for a narrower type, the rounding
+    of the result to it."""
+    y = np.abs(np.asarray(y, dtype=np.float64))
+    err = REL * y + ABS
+    if precision in ("float16", "bfloat16"):
+        from vnncomp_qeb import numerics
+
+        with np.errstate(invalid="ignore"):
+            err = err + numerics.rounding_error(precision, y * (1 + REL) + ABS)
+    return err
+
+
 def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1)
 
@@ -117,31 +131,38 @@ class Smooth(Nonlinear):
         return (0.0,), (), 0.0  # x^p for real p: x ≥ 0
 
     def _curvature(self, lo, hi):
-        """+1 where f is convex on [lo, hi], −1 concave, 0 neither (or unknown)."""
-        _, inflections, _ = self._points()
-        mid = np.where(np.isfinite(lo) & np.isfinite(hi), (lo + hi) / 2, np.where(np.isfinite(lo), lo + 1, hi - 1))
-        eps = 1e-6 * (1 + np.abs(mid))
-        second = (self.df(mid + eps) - self.df(mid - eps)) / (2 * eps)
-        sign = np.sign(second)
-        for t in inflections:
-            sign = np.where((lo < t) & (hi > t), 0.0, sign)
-        if self.fn == "Pow" and not self._integer_power():
-            sign = np.where(lo < 0, 0.0, sign)
-        return np.where(np.isfinite(second), sign, 0.0)
+        """+1 where f is convex on [lo, hi], −1 concave, 0 neither (or unknown): the sign of f''
+        from its closed form, on intervals that do not contain 0 (every inflection and pole of
+        these functions is at 0)."""
+        side = np.where(lo >= 0, 1.0, np.where(hi <= 0, -1.0, 0.0))  # the side of 0, 0 if across
+        if self.fn in ("Exp", "Softplus"):
+            return np.ones_like(lo)
+        if self.fn in ("Log", "Sqrt"):
+            return np.where(lo >= 0, -1.0, 0.0)
+        if self.fn in ("Sigmoid", "Tanh"):
+            return -side
+        if self.fn == "Reciprocal":
+            return side
+        p = float(self.exponent)
+        if not self._integer_power():  # x^p on x ≥ 0 only: f'' = p(p − 1)·x^(p−2)
+            return np.where(lo >= 0, np.sign(p * (p - 1)), 0.0)
+        if p > 0 and p % 2 == 0:  # even powers: convex everywhere
+            return np.ones_like(lo)
+        parity = 1.0 if p % 2 == 0 else -1.0  # the sign of x^(p−2) for x < 0
+        return np.where(side > 0, np.sign(p * (p - 1)), np.where(side < 0, np.sign(p * (p - 1)) * parity, 0.0))
 
     # -- intervals -----------------------------------------------------------------------------
     def _error(self, y):
-        return REL * np.abs(y) + ABS
+        return kernel_error(self.precision, y)
 
     def interval(self, bounds):
         lo, hi = bounds
         crit, _, dom = self._points()
         with np.errstate(all="ignore"):
-            if np.any(lo < dom):
-                lo = np.maximum(lo, dom)  # outside the domain onnxruntime returns NaN: no bound holds
-                nan_possible = True
-            else:
-                nan_possible = False
+            # outside the domain onnxruntime returns NaN, which a later kernel may turn into any
+            # number (a Relu's max(NaN, 0)): no bound holds for those elements
+            nan_possible = lo < dom
+            lo = np.maximum(lo, dom)
             a, b = self.f(lo), self.f(hi)
             out_lo, out_hi = np.minimum(a, b), np.maximum(a, b)
             for c in crit:
@@ -158,8 +179,7 @@ class Smooth(Nonlinear):
             big = _LARGEST.get(self.precision, np.inf)
             out_hi = np.where(out_hi > big, np.inf, out_hi)
             out_lo = np.where(out_lo < -big, -np.inf, out_lo)
-        if nan_possible:
-            out_lo, out_hi = np.full_like(out_lo, -np.inf), np.full_like(out_hi, np.inf)
+        out_lo, out_hi = np.where(nan_possible, -np.inf, out_lo), np.where(nan_possible, np.inf, out_hi)
         return np.where(np.isnan(out_lo), -np.inf, out_lo), np.where(np.isnan(out_hi), np.inf, out_hi)
 
     # -- relaxation ----------------------------------------------------------------------------
@@ -317,19 +337,24 @@ class Product(Nonlinear):
     def forward(self, a, b):
         return a * b
 
-    def _unit(self):
-        from vnncomp_qeb import numerics
-
-        return numerics.UNIT[self.precision]
-
     def interval(self, bounds):
         (al, ah), (bl, bh) = bounds
         with np.errstate(invalid="ignore"):
             c = np.stack([al * bl, al * bh, ah * bl, ah * bh])
         c = np.where(np.isnan(c), 0.0, c)  # 0·∞ = 0 at a zero end
         lo, hi = c.min(axis=0), c.max(axis=0)
-        u = self._unit()
-        return lo - u * np.abs(lo) - 2.0**-1074, hi + u * np.abs(hi) + 2.0**-1074
+        lo, hi = lo - self._err(lo), hi + self._err(hi)
+        from vnncomp_qeb import numerics
+
+        big = numerics.FINITE_MAX[self.precision]  # past it onnxruntime's product is ±inf
+        return np.where(lo < -big, -np.inf, lo), np.where(hi > big, np.inf, hi)
+
+    def _err(self, y):
+        """One rounding of the product to its type, underflow to zero included."""
+        from vnncomp_qeb import numerics
+
+        with np.errstate(invalid="ignore"):
+            return numerics.rounding_error(self.precision, np.abs(y))
 
     def back_substitute(self, L, bounds, const):
         al, ah = (_flat(v) for v in bounds[self.inputs[0]])
@@ -338,7 +363,8 @@ class Product(Nonlinear):
         finite = np.isfinite(al) & np.isfinite(ah) & np.isfinite(bl) & np.isfinite(bh)
         z = lambda v: np.where(finite, v, 0.0)  # noqa: E731
         al, ah, bl, bh = z(al), z(ah), z(bl), z(bh)
-        err = self._unit() * np.maximum(np.abs(olo), np.abs(ohi))
+        err = self._err(np.maximum(np.abs(olo), np.abs(ohi)))
+        finite = finite & np.isfinite(err)
         err = np.where(np.isfinite(err), err, 0.0)
         # McCormick: y ≥ bl·a + al·b − al·bl (lower rows), y ≤ bh·a + al·b − al·bh (upper rows)
         Lp, Ln = np.maximum(L, 0) * finite[:, None, :], np.minimum(L, 0) * finite[:, None, :]
@@ -353,8 +379,9 @@ class Product(Nonlinear):
         al, ah = enc.lohi(self.inputs[0])
         bl, bh = enc.lohi(self.inputs[1])
         olo, ohi = enc.lohi(self.output)
-        ok = np.isfinite(al) & np.isfinite(ah) & np.isfinite(bl) & np.isfinite(bh)
-        err = np.where(ok, self._unit() * np.maximum(np.abs(olo), np.abs(ohi)), 0.0)
+        err = self._err(np.maximum(np.abs(olo), np.abs(ohi)))
+        ok = np.isfinite(al) & np.isfinite(ah) & np.isfinite(bl) & np.isfinite(bh) & np.isfinite(err)
+        err = np.where(ok, err, 0.0)
         n = int(ok.sum())
         cols = np.stack([y[ok], a[ok], b[ok]], 1)
         inf = np.full(n, np.inf)
@@ -396,7 +423,7 @@ class Softmax(Nonlinear):
 
     def interval(self, bounds):
         y_lo, y_hi = self._exact(*bounds)
-        return np.maximum(y_lo * (1 - REL) - ABS, 0.0), np.minimum(y_hi * (1 + REL) + ABS, 1.0)
+        return np.maximum(y_lo - kernel_error(self.precision, y_lo), 0.0), np.minimum(y_hi + kernel_error(self.precision, y_hi), 1.0)
 
     def back_substitute(self, L, bounds, const):
         """The smallest ``L·y`` over the exact box *and* the simplex ``Σ y = 1`` of each group
@@ -413,7 +440,7 @@ class Softmax(Nonlinear):
         before = np.cumsum(cap, axis=-1) - cap
         amount = np.clip(budget - before, 0.0, cap)
         value = (Lg * lo).sum(axis=-1) + (Ls * amount).sum(axis=-1)
-        err = (np.abs(Lg) * (REL * hi + ABS)).sum(axis=-1)
+        err = (np.abs(Lg) * kernel_error(self.precision, hi)).sum(axis=-1)
         const += (value - err - 1e-12 * np.abs(value)).sum(axis=-1)
         return []
 
