@@ -19,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from vnncomp_qeb.analysis.interval import interval_bounds
+from vnncomp_qeb.numerics import SUBNORMAL
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
 
@@ -27,8 +28,6 @@ MAX_RATIO = {"float64": 2.0**52, "float32": 2.0**23, "float16": 2.0**10, "bfloat
 # the step of a tensor that holds the real input's own floating-point values, moved but never
 # computed: on no uniform grid, but every value is a float of its type (what onnxruntime is fed)
 FLOAT_VALUES = 0.0
-# the smallest positive float of each type: every float is a multiple of it
-_SMALLEST = {"float64": 2.0**-1074, "float32": 2.0**-149, "float16": 2.0**-24, "bfloat16": 2.0**-133}
 
 
 def dyadic_step(v) -> float | None:
@@ -47,7 +46,8 @@ def dyadic_step(v) -> float | None:
     return float(2.0 ** int(np.min(e - 53 + tz)))
 
 
-def _pow2(v) -> bool:
+def is_pow2(v) -> bool:
+    """Every element a power of two in magnitude (division by it is exact)."""
     v = np.abs(np.asarray(v, dtype=np.float64)).ravel()
     return bool(np.all(v > 0) and np.all(np.frexp(v)[0] == 0.5))
 
@@ -94,7 +94,7 @@ def _step(op: ops.Op, st: list, bounds) -> float | None:
         return None if sc is None else _fits(min(st[0], sc), max(out_mag, _mag(bounds, op.inputs[0])), p)
     if isinstance(op, ops.MulConst):
         if op.divide:
-            return _fits(st[0] / float(np.max(np.abs(op.c))), out_mag, p) if _pow2(op.c) else None
+            return _fits(st[0] / float(np.max(np.abs(op.c))), out_mag, p) if is_pow2(op.c) else None
         sc = dyadic_step(op.c)
         return None if sc is None else _fits(st[0] * sc, out_mag, p)
     if isinstance(op, (ops.Add, ops.Sub)):
@@ -113,11 +113,11 @@ def _t_step(op: ops.Op, x_step: float | None, x_mag: float) -> float | None:
         # the input's own floats: rounded as they are, or divided by a power of two — exact
         # either way, on the grid of the type's smallest float
         if isinstance(op, ops.Round):
-            return _SMALLEST[op.precision]
-        return _SMALLEST[op.precision] / float(np.max(np.abs(op.scale))) if _pow2(op.scale) else None
+            return SUBNORMAL[op.precision]
+        return SUBNORMAL[op.precision] / float(np.max(np.abs(op.scale))) if is_pow2(op.scale) else None
     if isinstance(op, ops.Round):
         return _fits(x_step, x_mag, op.precision)
-    if not _pow2(op.scale):
+    if not is_pow2(op.scale):
         return None
     s_max = float(np.max(np.abs(op.scale)))
     return _fits(x_step / s_max, x_mag / float(np.min(np.abs(op.scale))), op.precision)

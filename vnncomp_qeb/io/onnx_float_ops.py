@@ -58,7 +58,7 @@ def _binary(ctx: LoadContext, node: onnx.NodeProto) -> None:
         return
     if ctx.is_var(x):
         c = ctx.per_sample_const(ctx.const(y), x)
-        v = _widened_by(ctx, x, c)
+        v = widened_by(ctx, x, c)
         if kind == "Add":
             ctx.emit(ops.AddConst((v,), out, c=c))
         elif kind == "Sub":
@@ -67,7 +67,7 @@ def _binary(ctx: LoadContext, node: onnx.NodeProto) -> None:
             ctx.emit(ops.MulConst((v,), out, c=c, divide=(kind == "Div")))
         return
     c = ctx.per_sample_const(ctx.const(x), y)
-    v = _widened_by(ctx, y, c)
+    v = widened_by(ctx, y, c)
     if kind == "Add":
         ctx.emit(ops.AddConst((v,), out, c=c))
     elif kind == "Mul":
@@ -87,8 +87,7 @@ def _sum(ctx: LoadContext, node: onnx.NodeProto) -> None:
     if first is None:
         raise ctx.unsupported(f"{node.op_type} of constants only")
     first = ctx.var(first)
-    terms = [ctx.var(n) if ctx.is_var(n) else constant_tensor(ctx, ctx.per_sample_const(ctx.const(n), first), n)
-             for n in names]
+    terms = [operand(ctx, n, first) for n in names]
     out = node.output[0]
     cur = terms[0]
     for k, t in enumerate(terms[1:]):
@@ -144,8 +143,7 @@ def _pairwise_extreme(ctx: LoadContext, node, variables: list[str], consts: list
     if not variables:
         raise ctx.unsupported(f"{node.op_type} of constants only")
     first = ctx.var(variables[0])
-    names = [ctx.var(n) for n in variables] + [constant_tensor(ctx, ctx.per_sample_const(ctx.const(n), first), n)
-                                               for n in consts]
+    names = [operand(ctx, n, first) for n in variables + consts]
     m = names[0]
     out = node.output[0]
     for k, b in enumerate(names[1:]):
@@ -165,9 +163,7 @@ def _leaky_relu(ctx, node):
     x = ctx.var(node.input[0])
     alpha = attr(node, "alpha", 0.01) if node.op_type == "LeakyRelu" else ctx.per_sample_const(ctx.const(node.input[1]), x)
     out = node.output[0]
-    neg = ctx.emit(ops.MulConst((x,), ctx.fresh(out + "_neg"), c=np.float64(-1.0)))
-    pos = ctx.emit(ops.Relu((x,), ctx.fresh(out + "_pos")))
-    rneg = ctx.emit(ops.Relu((neg,), ctx.fresh(out + "_rneg")))
+    pos, rneg = relu_parts(ctx, x, out)
     scaled = ctx.emit(ops.MulConst((rneg,), ctx.fresh(out + "_scaled"), c=np.asarray(alpha, dtype=np.float64)))
     ctx.emit(ops.Sub((pos, scaled), ctx.out_name()))
 
@@ -234,8 +230,7 @@ def _concat(ctx, node):
     first_var = next((n for n in node.input if ctx.is_var(n)), None)
     if first_var is None:
         raise ctx.unsupported("Concat of constants only")
-    names = [ctx.var(n) if ctx.is_var(n) else constant_tensor(ctx, ctx.per_sample_const(ctx.const(n), first_var), n)
-             for n in node.input]
+    names = [operand(ctx, n, first_var) for n in node.input]
     rank = len(ctx.logical_shape(names[0])) + (0 if ctx.batchless else 1)
     axis = attr(node, "axis")
     axis = (axis + rank if axis < 0 else axis) + (1 if ctx.batchless else 0)  # the IR's axis 0 is the batch
@@ -298,7 +293,7 @@ def broadcast_var(ctx: LoadContext, name: str, shape: tuple[int, ...]) -> str:
     return ctx.emit(ops.Gather((name,), ctx.fresh(name + "_bcast"), indices=picked.reshape(-1), shape=tuple(shape)))
 
 
-def _widened_by(ctx: LoadContext, x: str, c: np.ndarray) -> str:
+def widened_by(ctx: LoadContext, x: str, c: np.ndarray) -> str:
     """``x`` broadcast first where an elementwise constant would enlarge it (the IR's
     elementwise ops keep their input's shape)."""
     try:
@@ -307,6 +302,19 @@ def _widened_by(ctx: LoadContext, x: str, c: np.ndarray) -> str:
         raise ctx.unsupported(f"a constant of shape {list(np.shape(c))} does not broadcast to "
                               f"{list(ctx.logical_shape(x))}") from None
     return broadcast_var(ctx, ctx.var(x), shape) if ctx.var(x) not in ctx.logical else ctx.var(x)
+
+
+def operand(ctx: LoadContext, name: str, like: str) -> str:
+    """An input of an op that takes constants and variables alike: the variable, or the constant
+    (against the per-sample shape of ``like``) as a variable tensor."""
+    return ctx.var(name) if ctx.is_var(name) else constant_tensor(ctx, ctx.per_sample_const(ctx.const(name), like), name)
+
+
+def relu_parts(ctx: LoadContext, x: str, out: str) -> tuple[str, str]:
+    """``relu(x)`` and ``relu(−x)`` (exact), for ops written as their combination."""
+    neg = ctx.emit(ops.MulConst((x,), ctx.fresh(out + "_neg"), c=np.float64(-1.0)))
+    pos = ctx.emit(ops.Relu((x,), ctx.fresh(out + "_pos")))
+    return pos, ctx.emit(ops.Relu((neg,), ctx.fresh(out + "_rneg")))
 
 
 def constant_tensor(ctx: LoadContext, c: np.ndarray, name: str) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from vnncomp_qeb.io.onnx_context import LoadContext, attr, handles
-from vnncomp_qeb.io.onnx_float_ops import broadcast_var, broadcast_vars, constant_tensor
+from vnncomp_qeb.io.onnx_float_ops import broadcast_var, broadcast_vars, operand, relu_parts, widened_by
 from vnncomp_qeb.ir import nonlinear as nl
 from vnncomp_qeb.ir import ops
 
@@ -29,12 +29,12 @@ def _pow(ctx: LoadContext, node: onnx.NodeProto) -> None:
         base = ctx.per_sample_const(ctx.const(node.input[0]), x)
         if np.any(base <= 0):
             raise ctx.unsupported("Pow of a non-positive constant base by a computed exponent")
-        scaled = ctx.emit(ops.MulConst((_widened(ctx, x, base),), ctx.fresh(node.output[0] + "_log"), c=np.log(base)))
+        scaled = ctx.emit(ops.MulConst((widened_by(ctx, x, base),), ctx.fresh(node.output[0] + "_log"), c=np.log(base)))
         ctx.emit(nl.Smooth((scaled,), ctx.out_name(), fn="Exp"))
         return
     x = ctx.var(node.input[0])
     p = ctx.per_sample_const(ctx.const(node.input[1]), x)
-    x = _widened(ctx, x, p)
+    x = widened_by(ctx, x, p)
     values = np.unique(p)
     if values.size == 1:
         ctx.emit(nl.Smooth((x,), ctx.out_name(), fn="Pow", exponent=float(values[0])))
@@ -44,16 +44,10 @@ def _pow(ctx: LoadContext, node: onnx.NodeProto) -> None:
     full = np.broadcast_to(p, shape).reshape(-1)
     parts = [ctx.emit(nl.Smooth((x,), ctx.fresh(node.output[0] + f"_p{k}"), fn="Pow", exponent=float(v)))
              for k, v in enumerate(values)]
-    stacked = ctx.emit(ops.Concat(tuple(parts), ctx.fresh(node.output[0] + "_all"), axis=1)) if len(shape) == 1 \
-        else ctx.emit(ops.Concat(tuple(ctx.emit(ops.Reshape((q,), ctx.fresh(q + "_flat"), shape=(full.size,)))
-                                       for q in parts), ctx.fresh(node.output[0] + "_all"), axis=1))
+    flats = tuple(ctx.emit(ops.Reshape((q,), ctx.fresh(q + "_flat"), shape=(full.size,))) for q in parts)
+    stacked = ctx.emit(ops.Concat(flats, ctx.fresh(node.output[0] + "_all"), axis=1))
     pick = np.searchsorted(values, full) * full.size + np.arange(full.size)
     ctx.emit(ops.Gather((stacked,), ctx.out_name(), indices=pick, shape=tuple(shape)))
-
-
-def _widened(ctx: LoadContext, x: str, c) -> str:
-    shape = np.broadcast_shapes(ctx.logical_shape(x), np.shape(c))
-    return broadcast_var(ctx, x, shape) if x not in ctx.logical else x
 
 
 @handles("Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual")
@@ -69,16 +63,13 @@ def _compare(ctx: LoadContext, node: onnx.NodeProto) -> None:
         raise ctx.unsupported(f"{node.op_type} of two computed tensors")
     x = ctx.var(a)
     c = ctx.per_sample_const(ctx.const(b), x)
-    ctx.emit(nl.Compare((_widened(ctx, x, c),), ctx.out_name(), cmp=kind, c=c))
+    ctx.emit(nl.Compare((widened_by(ctx, x, c),), ctx.out_name(), cmp=kind, c=c))
 
 
 @handles("Abs")
 def _abs(ctx: LoadContext, node: onnx.NodeProto) -> None:
     """``|x| = relu(x) + relu(−x)``: exact, from ops every analysis bounds."""
-    x = ctx.var(node.input[0])
-    neg = ctx.emit(ops.MulConst((x,), ctx.fresh(node.output[0] + "_neg"), c=np.float64(-1.0)))
-    pos = ctx.emit(ops.Relu((x,), ctx.fresh(node.output[0] + "_pos")))
-    rneg = ctx.emit(ops.Relu((neg,), ctx.fresh(node.output[0] + "_rneg")))
+    pos, rneg = relu_parts(ctx, ctx.var(node.input[0]), node.output[0])
     ctx.emit(ops.Add((pos, rneg), ctx.out_name()))
 
 
@@ -101,9 +92,7 @@ def _where(ctx: LoadContext, node: onnx.NodeProto) -> None:
     if ctx.is_const(c):
         raise ctx.unsupported("Where with a constant condition and computed branches")
     like = ctx.var(c)
-    names = []
-    for n in (a, b):
-        names.append(ctx.var(n) if ctx.is_var(n) else constant_tensor(ctx, ctx.per_sample_const(ctx.const(n), like), n))
+    names = [operand(ctx, n, like) for n in (a, b)]
     shape = np.broadcast_shapes(*(ctx.logical_shape(n) for n in [like] + names))
     c_b, a_b, b_b = (broadcast_var(ctx, n, shape) for n in [like] + names)
     ctx.emit(nl.Select((c_b, a_b, b_b), ctx.out_name()))

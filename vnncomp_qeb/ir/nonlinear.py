@@ -24,14 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vnncomp_qeb import numerics
 from vnncomp_qeb.ir.ops import Op
 
 REL = 2.0**-12  # relative error allowance of a transcendental kernel's result
 ABS = 2.0**-16  # ... and absolute (MLAS's Sigmoid is off by up to 1.7e-7 near 0)
-
-
-_LARGEST = {"float32": float(np.finfo(np.float32).max), "float16": 65504.0, "bfloat16": 3.3895e38,
-            "float64": float(np.finfo(np.float64).max)}
 
 
 def kernel_error(precision: str, y) -> np.ndarray:
@@ -41,8 +38,6 @@ def kernel_error(precision: str, y) -> np.ndarray:
     y = np.abs(np.asarray(y, dtype=np.float64))
     err = REL * y + ABS
     if precision in ("float16", "bfloat16"):
-        from vnncomp_qeb import numerics
-
         with np.errstate(invalid="ignore"):
             err = err + numerics.rounding_error(precision, y * (1 + REL) + ABS)
     return err
@@ -176,7 +171,7 @@ class Smooth(Nonlinear):
                     out_hi = np.where(inside, np.maximum(out_hi, fc), out_hi)
             out_lo, out_hi = out_lo - self._error(out_lo), out_hi + self._error(out_hi)
             # beyond the largest float of the type onnxruntime computes in, it returns ±inf
-            big = _LARGEST.get(self.precision, np.inf)
+            big = numerics.FINITE_MAX[self.precision]
             out_hi = np.where(out_hi > big, np.inf, out_hi)
             out_lo = np.where(out_lo < -big, -np.inf, out_lo)
         out_lo, out_hi = np.where(nan_possible, -np.inf, out_lo), np.where(nan_possible, np.inf, out_hi)
@@ -344,15 +339,11 @@ class Product(Nonlinear):
         c = np.where(np.isnan(c), 0.0, c)  # 0·∞ = 0 at a zero end
         lo, hi = c.min(axis=0), c.max(axis=0)
         lo, hi = lo - self._err(lo), hi + self._err(hi)
-        from vnncomp_qeb import numerics
-
         big = numerics.FINITE_MAX[self.precision]  # past it onnxruntime's product is ±inf
         return np.where(lo < -big, -np.inf, lo), np.where(hi > big, np.inf, hi)
 
     def _err(self, y):
         """One rounding of the product to its type, underflow to zero included."""
-        from vnncomp_qeb import numerics
-
         with np.errstate(invalid="ignore"):
             return numerics.rounding_error(self.precision, np.abs(y))
 

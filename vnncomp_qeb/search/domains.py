@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from vnncomp_qeb.analysis.exact import annotate_exact
+from vnncomp_qeb.analysis.exact import annotate_exact, is_pow2
 from vnncomp_qeb.analysis.interval import ROUND_ABS, round_rel
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.fuse import normalise
@@ -121,11 +121,7 @@ class InputQuantizers:
         """(B, n) codes of a batch of inputs (NaN where no quantizer reads the input)."""
         with np.errstate(invalid="ignore"):
             t = x / self.scale
-        out = np.empty_like(t)
-        for m in np.unique(self.mode):
-            sel = self.mode == m
-            out[:, sel] = ops.round_with(str(m), t[:, sel])
-        return np.clip(out + self.zero, self.qmin, self.qmax)
+        return np.clip(_round_modes(self.mode, t) + self.zero, self.qmin, self.qmax)
 
     def span(self, L: np.ndarray, U: np.ndarray) -> np.ndarray:
         """Codes beyond one that each side spans (0 where it is one code or unquantized)."""
@@ -149,10 +145,11 @@ class InputQuantizers:
 
 
 def _round_modes(mode: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``t`` rounded with each element's (last axis) own rounding mode."""
     out = np.empty_like(np.asarray(t, dtype=np.float64))
     for m in np.unique(mode):
         sel = mode == m
-        out[sel] = ops.round_with(str(m), t[sel])
+        out[..., sel] = ops.round_with(str(m), t[..., sel])
     return out
 
 
@@ -171,7 +168,7 @@ def input_quantizers(graph: Graph) -> InputQuantizers | None:
             src[op.output] = idx
         elif isinstance(op, ops.Gather):
             src[op.output] = idx[op.indices]
-        elif isinstance(op, ops.FakeQuant) and op.mode.startswith("half") and _pow2_all(op.scale):
+        elif isinstance(op, ops.FakeQuant) and op.mode.startswith("half") and is_pow2(op.scale):
             shape = graph.shapes[op.inputs[0]]
             s = np.broadcast_to(np.asarray(op.scale, dtype=np.float64), shape).reshape(-1)
             z = np.broadcast_to(np.asarray(op.zero_point, dtype=np.float64), shape).reshape(-1)
@@ -185,12 +182,6 @@ def input_quantizers(graph: Graph) -> InputQuantizers | None:
         return None
     q["mode"] = np.where(q["mode"] == "", "half_even", q["mode"]).astype(str)
     return InputQuantizers(**q)
-
-
-def _pow2_all(v) -> bool:
-    # a power-of-two scale: x/s is exact, so the tie between two codes is one float
-    v = np.abs(np.asarray(v, dtype=np.float64)).ravel()
-    return bool(np.all(v > 0) and np.all(np.frexp(v)[0] == 0.5))
 
 
 @dataclass
