@@ -221,3 +221,20 @@ def test_networks_fed_at_different_types(tmp_path):
     np.testing.assert_allclose(inst.graph.evaluate(x), y, rtol=1e-6, atol=1e-7)
     lo, hi = output_bounds(inst.graph, np.zeros((1, 3)), np.ones((1, 3)))
     assert np.all((y >= lo) & (y <= hi))
+
+
+def test_isomorphic_declaration_that_does_not_match_is_refused(tmp_path):
+    """An isomorphic-to network declaring other variables than its target: the parser's own message."""
+    from vnncomp_qeb.errors import SpecError
+    from vnncomp_qeb.io.vnnlib import load_spec
+
+    spec = tmp_path / "bad.vnnlib"
+    spec.write_text("""(vnnlib-version <2.0>)
+(declare-network N1 (declare-input X float32 [1]) (declare-output Y float32 [1]))
+(declare-network N2 (isomorphic-to N1) (declare-input X2 float16 [1]) (declare-input X3 float16 [1])
+  (declare-output Y2 float16 [1]))
+(assert (and (>= X[0] 0.0) (<= X[0] 1.0) (>= X2[0] 0.0) (<= X2[0] 1.0) (>= X3[0] 0.0) (<= X3[0] 1.0)))
+(assert (<= Y2[0] 0.5))
+""")
+    with pytest.raises(SpecError, match="bad.vnnlib"):
+        load_spec(str(spec))

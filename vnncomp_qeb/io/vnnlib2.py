@@ -274,9 +274,10 @@ def _parse_query(text: str, path: str):
     precision: vnnlib 1.0.2 rejects the difference, which the standard allows)."""
     try:
         return _parse(text, path), {}
-    except SpecError as first:
-        if "isomorphic-to" not in text or "Type mismatch" not in str(first):
+    except SpecError as exc:
+        if "isomorphic-to" not in text or "Type mismatch" not in str(exc):
             raise
+        first = exc  # the name bound by ``except`` does not outlive its block
     blocks = _network_blocks(text)
     declared, rewritten = {}, text
     for m in _NETWORK.finditer(text):
