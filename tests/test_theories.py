@@ -234,7 +234,7 @@ def test_isomorphic_declaration_that_does_not_match_is_refused(tmp_path):
 (declare-network N2 (isomorphic-to N1) (declare-input X2 float16 [1]) (declare-input X3 float16 [1])
   (declare-output Y2 float16 [1]))
 (assert (and (>= X[0] 0.0) (<= X[0] 1.0) (>= X2[0] 0.0) (<= X2[0] 1.0) (>= X3[0] 0.0) (<= X3[0] 1.0)))
-(assert (<= Y2[0] 0.5))
+(assert (<= (- Y[0] Y2[0]) 0.5))
 """)
     with pytest.raises(SpecError, match="bad.vnnlib"):
         load_spec(str(spec))
