@@ -75,6 +75,7 @@ class LoadContext:
         self.constants: dict[str, np.ndarray] = {}
         self.alias: dict[str, str] = {}
         self.tags: dict[str, QTag] = {}  # keyed by ONNX tensor name: integer tensors only
+        self.dynamic: dict = {}  # ONNX name → DynValue: tensors scaled by a runtime quantization scale
         self.samples: dict[str, np.ndarray] = {}  # one zero sample per variable: gives shapes
         self.ops: list[ops.Op] = []
         self.node: onnx.NodeProto | None = None

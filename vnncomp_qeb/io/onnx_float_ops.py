@@ -296,12 +296,14 @@ def broadcast_var(ctx: LoadContext, name: str, shape: tuple[int, ...]) -> str:
 def widened_by(ctx: LoadContext, x: str, c: np.ndarray) -> str:
     """``x`` broadcast first where an elementwise constant would enlarge it (the IR's
     elementwise ops keep their input's shape)."""
+    if ctx.var(x) in ctx.logical:  # held flat: per_sample_const already broadcast c to its ONNX shape
+        return ctx.var(x)
     try:
         shape = np.broadcast_shapes(ctx.logical_shape(x), np.shape(c))
     except ValueError:
         raise ctx.unsupported(f"a constant of shape {list(np.shape(c))} does not broadcast to "
                               f"{list(ctx.logical_shape(x))}") from None
-    return broadcast_var(ctx, ctx.var(x), shape) if ctx.var(x) not in ctx.logical else ctx.var(x)
+    return broadcast_var(ctx, ctx.var(x), shape)
 
 
 def operand(ctx: LoadContext, name: str, like: str) -> str:

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 from vnncomp_qeb.errors import ModelError
 from vnncomp_qeb.io import (  # noqa: F401  (register handlers)
-    onnx_conv_ops, onnx_float_ops, onnx_nonlinear_ops, onnx_quant_ops, onnx_shape_ops)
+    onnx_conv_ops, onnx_dynamic_ops, onnx_float_ops, onnx_nonlinear_ops, onnx_quant_ops, onnx_shape_ops)
 from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, HANDLERS, PRECISION_OF, BatchAxisCrossed, LoadContext, attr
 from vnncomp_qeb.io.onnx_quant_ops import dequantize_const
 from vnncomp_qeb.ir import ops
@@ -215,6 +215,9 @@ def _translate(ctx: LoadContext, node: onnx.NodeProto) -> None:
     inputs = [n for n in node.input if n]
     if all(ctx.is_const(n) for n in inputs) and (key in _FOLDABLE or key == "DequantizeLinear"):
         _fold(ctx, node)
+        return
+    if onnx_dynamic_ops.reads_dynamic(ctx, node):  # a runtime quantization scale, followed symbolically
+        onnx_dynamic_ops.translate_dynamic(ctx, node)
         return
     handler = HANDLERS.get(key)
     if handler is None:
