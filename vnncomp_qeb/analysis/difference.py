@@ -100,6 +100,24 @@ class CastNoise(_Noise):
         return self.cast.error(mag)
 
 
+@dataclass(eq=False)
+class DynamicNoise(_Noise):
+    """``Δz − Ŵ·e`` where ``e = r − â`` is the rounding of a runtime-scaled quantizer
+    (:class:`~vnncomp_qeb.ir.dynamic_quant.DynamicQuant`) in front of Q's affine layer ``layer``:
+    ``|e| ≤ E`` elementwise, E from the bounds of the quantizer's input."""
+
+    quant: ops.Op = None
+    layer: ops.Affine = None
+    kind = "DynamicNoise"
+
+    def error(self, bounds: Bounds) -> np.ndarray:
+        from vnncomp_qeb.ir.dynamic_quant import noise_bound
+
+        E = noise_bound(*bounds[self.quant.inputs[0]])
+        col = np.asarray(abs(self.layer.W).sum(axis=0)).reshape(-1)
+        return E[:, None] * col[None, :]
+
+
 def _clamp_form(op: ops.Op | None, lo: np.ndarray, hi: np.ndarray):
     """(a, b, e): the op is within ``e`` of ``clamp(x, a, b)`` (real units) on [lo, hi]."""
     if op is None:
@@ -184,22 +202,33 @@ def _diff_relaxation(op: DiffActivation, bounds: Bounds):
 
 
 def _stack(branch: list[ops.Op]):
-    """[(Affine, activation or None)] of a plain layer stack, or None."""
+    """[(Affine, activation or None, runtime quantizer in front or None)] of a plain layer
+    stack, or None."""
+    from vnncomp_qeb.ir.dynamic_quant import DynamicQuant
+
     layers, i = [], 0
     while i < len(branch):
-        if not isinstance(branch[i], ops.Affine):
+        pre = branch[i] if isinstance(branch[i], DynamicQuant) else None
+        i += pre is not None
+        if i >= len(branch) or not isinstance(branch[i], ops.Affine) or (pre and branch[i].inputs[0] != pre.output):
             return None
         act = branch[i + 1] if i + 1 < len(branch) and isinstance(branch[i + 1], _ACTS) else None
         if act is not None and act.inputs[0] != branch[i].output:
             return None
-        layers.append((branch[i], act))
+        layers.append((branch[i], act, pre))
         i += 2 if act is not None else 1
     return layers
 
 
+def _reads(layer) -> str:
+    """The tensor a layer (Affine, activation, quantizer in front) reads."""
+    return (layer[2] or layer[0]).inputs[0]
+
+
 def _layers(twin: Twin):
     """(input quantizer of Q or None, N layers, Q layers) when both branches are layer stacks
-    that read the same tensor; Q may quantize its input and its output where N does not."""
+    that read the same tensor; Q may quantize its input and its output where N does not, and
+    quantize a layer's input at run time (dynamic quantization)."""
     q_ops = list(twin.quant_ops)
     q_input = None
     if (q_ops and isinstance(q_ops[0], (ops.FakeQuant, ops.CastFloat)) and len(q_ops) > 1
@@ -213,15 +242,17 @@ def _layers(twin: Twin):
     n_layers, q_layers = _stack(f_ops), _stack(q_ops)
     if not n_layers or not q_layers or len(n_layers) != len(q_layers) or n_layers[-1][1] is not None:
         return None
-    for (fa, _), (qa, _) in zip(n_layers, q_layers):
+    if any(layer[2] is not None for layer in n_layers):
+        return None
+    for (fa, *_), (qa, *_) in zip(n_layers, q_layers):
         if fa.W.shape != qa.W.shape:
             return None
-    source = q_input.inputs[0] if q_input is not None else q_layers[0][0].inputs[0]
-    if n_layers[0][0].inputs[0] != source:
+    source = q_input.inputs[0] if q_input is not None else _reads(q_layers[0])
+    if _reads(n_layers[0]) != source:
         return None
     out = lambda layer: (layer[1] or layer[0]).output  # noqa: E731  (a layer may have no activation)
     for k in range(1, len(n_layers)):  # each layer reads the previous one's output
-        if n_layers[k][0].inputs[0] != out(n_layers[k - 1]) or q_layers[k][0].inputs[0] != out(q_layers[k - 1]):
+        if _reads(n_layers[k]) != out(n_layers[k - 1]) or _reads(q_layers[k]) != out(q_layers[k - 1]):
             return None
     return q_input, n_layers, q_layers, out_casts
 
@@ -246,7 +277,7 @@ class DifferenceGraph:
             shapes[zero.output] = shapes[act.output] = shapes[x]
             new_ops += [zero, act]
             delta = act.output
-        for k, ((fa, f_act), (qa, q_act)) in enumerate(zip(n_layers, q_layers)):
+        for k, ((fa, f_act, _), (qa, q_act, q_pre)) in enumerate(zip(n_layers, q_layers)):
             new_ops.append(fa)
             if f_act is not None:
                 new_ops.append(f_act)
@@ -267,6 +298,11 @@ class DifferenceGraph:
             shapes[noise.output] = shapes[fa.output]
             new_ops.append(noise)
             dz = noise.output
+            if q_pre is not None:  # Q's layer reads its input rounded at a runtime scale
+                noise = DynamicNoise((dz,), f"Δz_dyn{k}", quant=q_pre, layer=qa)
+                shapes[noise.output] = shapes[fa.output]
+                new_ops.append(noise)
+                dz = noise.output
             if q_act is not None or f_act is not None:  # None: that side is the identity
                 act = DiffActivation((dz,), f"δ{k}", act=f_act, qact=q_act, z=fa.output, a=(f_act or fa).output,
                                      zq=qa.output, aq=(q_act or qa).output)

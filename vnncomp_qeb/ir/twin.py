@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from vnncomp_qeb.ir import ops
+from vnncomp_qeb.ir.dynamic_quant import DynamicQuant
 from vnncomp_qeb.ir.graph import Graph
 
-_QUANT_KINDS = (ops.FakeQuant, ops.Round)
+_QUANT_KINDS = (ops.FakeQuant, ops.Round, DynamicQuant)
 
 
 @dataclass
