@@ -118,10 +118,18 @@ class DynamicNoise(_Noise):
         return E[:, None] * col[None, :]
 
 
-def _clamp_form(op: ops.Op | None, lo: np.ndarray, hi: np.ndarray):
-    """(a, b, e): the op is within ``e`` of ``clamp(x, a, b)`` (real units) on [lo, hi]."""
+def _clamp_form(op: ops.Op | tuple | None, lo: np.ndarray, hi: np.ndarray):
+    """(a, b, e): the op (or chain of ops) is within ``e`` of ``clamp(x, a, b)`` (real units) on
+    [lo, hi]."""
     if op is None:
         return -np.inf, np.inf, 0.0
+    if isinstance(op, tuple):  # clamps compose, errors add (a clamp is 1-Lipschitz)
+        a, b, e = -np.inf, np.inf, 0.0
+        for o in op:
+            oa, ob, oe = _clamp_form(o, lo, hi)
+            a, b, e = np.clip(a, oa, ob), np.clip(b, oa, ob), e + oe
+            lo, hi = np.clip(lo, a, b) - e, np.clip(hi, a, b) + e
+        return a, b, e
     s, a, b, rounding = clamp_params(op)
     if not rounding:  # Relu, Clip: scale 1, exact
         return a, b, 0.0
@@ -202,8 +210,8 @@ def _diff_relaxation(op: DiffActivation, bounds: Bounds):
 
 
 def _stack(branch: list[ops.Op]):
-    """[(Affine, activation or None, runtime quantizer in front or None)] of a plain layer
-    stack, or None."""
+    """[(Affine, activation — one op, a tuple of chained ones, or None —, runtime quantizer in
+    front or None)] of a plain layer stack, or None."""
     from vnncomp_qeb.ir.dynamic_quant import DynamicQuant
 
     layers, i = [], 0
@@ -212,12 +220,23 @@ def _stack(branch: list[ops.Op]):
         i += pre is not None
         if i >= len(branch) or not isinstance(branch[i], ops.Affine) or (pre and branch[i].inputs[0] != pre.output):
             return None
-        act = branch[i + 1] if i + 1 < len(branch) and isinstance(branch[i + 1], _ACTS) else None
-        if act is not None and act.inputs[0] != branch[i].output:
-            return None
+        chain, last = [], branch[i]
+        while i + 1 + len(chain) < len(branch) and isinstance(branch[i + 1 + len(chain)], _ACTS):
+            nxt = branch[i + 1 + len(chain)]
+            if nxt.inputs[0] != last.output:
+                return None
+            chain.append(nxt)
+            last = nxt
+        act = None if not chain else chain[0] if len(chain) == 1 else tuple(chain)
         layers.append((branch[i], act, pre))
-        i += 2 if act is not None else 1
+        i += 1 + len(chain)
     return layers
+
+
+def _last(layer) -> ops.Op:
+    """The op whose output is the layer's output."""
+    act = layer[1]
+    return act[-1] if isinstance(act, tuple) else (act or layer[0])
 
 
 def _reads(layer) -> str:
@@ -250,7 +269,7 @@ def _layers(twin: Twin):
     source = q_input.inputs[0] if q_input is not None else _reads(q_layers[0])
     if _reads(n_layers[0]) != source:
         return None
-    out = lambda layer: (layer[1] or layer[0]).output  # noqa: E731  (a layer may have no activation)
+    out = lambda layer: _last(layer).output  # noqa: E731
     for k in range(1, len(n_layers)):  # each layer reads the previous one's output
         if _reads(n_layers[k]) != out(n_layers[k - 1]) or _reads(q_layers[k]) != out(q_layers[k - 1]):
             return None
@@ -280,7 +299,7 @@ class DifferenceGraph:
         for k, ((fa, f_act, _), (qa, q_act, q_pre)) in enumerate(zip(n_layers, q_layers)):
             new_ops.append(fa)
             if f_act is not None:
-                new_ops.append(f_act)
+                new_ops += list(f_act) if isinstance(f_act, tuple) else [f_act]
             bias = (0 if fa.b is None else fa.b) - (0 if qa.b is None else qa.b)
             # virtual ops (nothing computes them): float64; Float32Noise carries the real errors
             own = ops.Affine(fa.inputs, f"Δlin{k}", W=fa.W - qa.W, b=np.broadcast_to(bias, (fa.W.shape[1],)).copy(),
@@ -304,8 +323,8 @@ class DifferenceGraph:
                 new_ops.append(noise)
                 dz = noise.output
             if q_act is not None or f_act is not None:  # None: that side is the identity
-                act = DiffActivation((dz,), f"δ{k}", act=f_act, qact=q_act, z=fa.output, a=(f_act or fa).output,
-                                     zq=qa.output, aq=(q_act or qa).output)
+                act = DiffActivation((dz,), f"δ{k}", act=f_act, qact=q_act, z=fa.output,
+                                     a=_last((fa, f_act)).output, zq=qa.output, aq=_last((qa, q_act)).output)
                 shapes[act.output] = shapes[fa.output]
                 new_ops.append(act)
                 dz = act.output

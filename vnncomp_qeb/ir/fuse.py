@@ -127,6 +127,29 @@ def merge_clamps(graph: Graph) -> Graph:
     return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
 
 
+def merge_relu_into_quant(graph: Graph) -> Graph:
+    """``Relu(FakeQuant(x))`` (PyTorch's quantized exports dequantize before the Relu) is one
+    FakeQuant whose range starts at the zero point: ``relu(s·(q − z)) = s·(max(q, z) − z)``
+    exactly, and the layer keeps the one activation the analyses pair."""
+    readers = graph.consumers()
+    by_output = {op.output: op for op in graph.ops}
+    out_ops: list[ops.Op] = []
+    for op in graph.ops:
+        prev = by_output.get(op.inputs[0]) if op.inputs else None
+        if (isinstance(op, ops.Relu) and isinstance(prev, ops.FakeQuant) and prev in out_ops
+                and len(readers.get(prev.output, [])) == 1 and prev.output not in graph.outputs
+                and np.size(prev.zero_point) == 1 and np.all(np.asarray(prev.scale) > 0)):
+            z = float(np.asarray(prev.zero_point).reshape(-1)[0])
+            if z == np.floor(z) and prev.qmin <= z <= prev.qmax:
+                new = replace(prev, output=op.output, qmin=z, source=f"{prev.source} → {op.source}",
+                              precision=ops.coarsest(prev.precision, op.precision))
+                out_ops[out_ops.index(prev)] = new
+                by_output[op.output] = new
+                continue
+        out_ops.append(op)
+    return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
+
+
 def _clamp(op: ops.Op) -> tuple[float, float]:
     return (0.0, np.inf) if isinstance(op, ops.Relu) else (op.lo, op.hi)
 
@@ -179,9 +202,10 @@ def _diag(k: np.ndarray):
 
 
 def drop_requantization(graph: Graph) -> Graph:
-    """A FakeQuant whose input is another FakeQuant with the same scale, zero point and range
-    (a QDQ pair around a reshape, as quantize_static writes for Flatten) is that input: the
-    value already lies on the grid, and rounding it again changes nothing."""
+    """A FakeQuant whose input is another FakeQuant with the same scale and zero point and a range
+    inside its own (a QDQ pair around a reshape, as quantize_static writes for Flatten; a Relu
+    merged into the first) is that input: the value already lies on the grid and in range, and
+    rounding it again changes nothing."""
     by_output = {op.output: op for op in graph.ops}
     alias: dict[str, str] = {}
     out_ops: list[ops.Op] = []
@@ -193,7 +217,7 @@ def drop_requantization(graph: Graph) -> Graph:
                 and np.max(np.abs([prev.qmin, prev.qmax] - np.asarray(prev.zero_point).reshape(-1, 1))) < 2.0**21
                 and np.array_equal(np.broadcast_to(op.scale, np.shape(prev.scale)), prev.scale)
                 and np.array_equal(np.broadcast_to(op.zero_point, np.shape(prev.zero_point)), prev.zero_point)
-                and (op.qmin, op.qmax) == (prev.qmin, prev.qmax) and op.mode in ("half_even", "half_up", "half_away")):
+                and op.qmin <= prev.qmin and prev.qmax <= op.qmax and op.mode in ("half_even", "half_up", "half_away")):
             alias[op.output] = prev.output
             continue
         if op_inputs != op.inputs:
@@ -206,4 +230,5 @@ def drop_requantization(graph: Graph) -> Graph:
 def normalise(graph: Graph) -> Graph:
     """The form the analyses work on: clamps merged, fake-quant chains fused, scalings folded
     into weights (before and after: an input scaling, a BatchNormalization after a Conv)."""
-    return fold_affine_outputs(fold_scale_into_affine(drop_requantization(fuse_fake_quant(merge_clamps(graph)))))
+    graph = merge_relu_into_quant(fuse_fake_quant(merge_clamps(graph)))
+    return fold_affine_outputs(fold_scale_into_affine(drop_requantization(graph)))
