@@ -3,7 +3,8 @@
 The child is forked (it inherits the loaded networks, nothing is pickled on the way in) and
 sends its result back through a pipe. The parent polls it with psutil: past the deadline or
 over the memory cap the child's whole process tree is killed, and the call returns a status
-saying why. Either way no child outlives the call.
+saying why. Either way no child outlives the call. A child may also send interim results
+(:func:`report`): the last one is kept with a child that is killed (e.g. a certified bound).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any, Callable
 import psutil
 
 OK, OUT_OF_TIME, OUT_OF_MEMORY, CRASHED, CANCELLED = "ok", "out_of_time", "out_of_memory", "crashed", "cancelled"
+PROGRESS = "progress"
 POLL_S = 0.02
+_REPORT = None  # in a child: the pipe to its parent
 
 
 @dataclass
@@ -30,6 +33,17 @@ class Isolated:
     value: Any = None
     message: str = ""
     peak_mb: float = 0.0
+    progress: Any = None  # the last interim result the child reported
+
+
+def report(value: Any) -> None:
+    """Send an interim result to the parent, kept if this child is stopped before it answers
+    (a no-op outside an isolated child)."""
+    if _REPORT is not None:
+        try:
+            _REPORT.send((PROGRESS, value, ""))
+        except (OSError, ValueError):
+            pass
 
 
 def usable_cores() -> int:
@@ -46,6 +60,8 @@ def default_memory_cap_mb() -> float:
 
 
 def _child(conn, fn, args):
+    global _REPORT
+    _REPORT = conn
     try:
         conn.send((OK, fn(*args), ""))
     except MemoryError:
@@ -101,6 +117,7 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
 
     def start(fn, args):
         peaks.append(0.0)
+        progress.append(None)
         recv, send = ctx.Pipe(duplex=False)
         child = ctx.Process(target=_child, args=(send, fn, args), daemon=True)
         child.start()
@@ -108,6 +125,7 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
         running.append((child, psutil.Process(child.pid), recv))
 
     peaks: list[float] = []
+    progress: list = []
     for fn, args in calls:
         start(fn, args)
     results: list[Isolated | None] = [None] * len(calls)
@@ -117,7 +135,7 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
                 if results[i] is not None:
                     continue
                 child, proc, recv = running[i]
-                results[i] = _poll(child, proc, recv, cap, deadline, peaks, i)
+                results[i] = _poll(child, proc, recv, cap, deadline, peaks, progress, i)
                 if results[i] is None:
                     continue
                 results, settled = settle(results, i, enough, refill, deadline, start)
@@ -131,8 +149,9 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
             child.join(timeout=2)
             recv.close()
     results = cancel_rest(results)
-    for r, peak in zip(results, peaks):
+    for r, peak, last in zip(results, peaks, progress):
         r.peak_mb = peak
+        r.progress = last
     return results
 
 
@@ -154,14 +173,18 @@ def cancel_rest(results: list) -> list[Isolated]:
     return [r if r is not None else Isolated(CANCELLED) for r in results]
 
 
-def _poll(child, proc: psutil.Process, recv, cap: float, deadline: float, peaks: list, i: int) -> Isolated | None:
-    """The child's outcome if it has one now (or must be stopped), else None."""
-    if recv.poll(0):
+def _poll(child, proc: psutil.Process, recv, cap: float, deadline: float, peaks: list, progress: list,
+          i: int) -> Isolated | None:
+    """The child's outcome if it has one now (or must be stopped), else None; interim results
+    go to ``progress[i]``."""
+    while recv.poll(0):
         try:
             status, value, message = recv.recv()
-            return Isolated(status, value, message)
         except EOFError:
             return Isolated(CRASHED, message=f"child exited with code {child.exitcode}")
+        if status != PROGRESS:
+            return Isolated(status, value, message)
+        progress[i] = value
     rss = _tree_rss_mb(proc)
     peaks[i] = max(peaks[i], rss)
     if rss > cap:

@@ -29,7 +29,7 @@ from vnncomp_qeb.analysis.spec_check import case_excluded
 from vnncomp_qeb.io.instance import Instance
 from vnncomp_qeb.io.replay import Replay, input_type, replay
 from vnncomp_qeb.io.results import SAT, TIMEOUT, UNKNOWN, UNSAT, counterexample
-from vnncomp_qeb.isolate import CANCELLED, OK, OUT_OF_TIME, run_isolated_all, usable_cores
+from vnncomp_qeb.isolate import CANCELLED, OK, OUT_OF_TIME, report, run_isolated_all, usable_cores
 from vnncomp_qeb.milp.backends import backend_chain
 from vnncomp_qeb.milp.solve import milp_box
 from vnncomp_qeb.search.attack import coordinate_search, pgd
@@ -105,7 +105,8 @@ def _milp_child(graph, domain, case: Case, L, U, integer_input, deadline, backen
 
     res = milp_box(domain.analysis_graph, L, U, case.polytopes, integer_input=integer_input, deadline=deadline,
                    chain=backend_chain(backend), check=screen, log=log,
-                   starts=None if starts is None else domain.from_input(starts), seed=seed, prove=prove)
+                   starts=None if starts is None else domain.from_input(starts), seed=seed, prove=prove,
+                   progress=report)
     return res.proven, res.found, res.bound, lines
 
 
@@ -347,8 +348,9 @@ class _Run:
                     self.say("milp", f"{tag}{iso.status} ({iso.message.strip().splitlines()[0] if iso.message else ''}, "
                                      f"peak {iso.peak_mb:.0f} MB)")
                     failed = failed or (None if helper else iso.status)
-                if not helper:
-                    proven, bound = False, np.inf
+                if not helper:  # its last reported bound still holds (inf if it reported none)
+                    proven = False
+                    bound = max(bound, np.inf if iso.progress is None else iso.progress)
                 continue
             share_proven, found, share_bound, lines = iso.value
             for line in lines:

@@ -2,12 +2,14 @@
 with PyTorch and exported by torch.onnx (specs/networks/mnist_cnn, scripts/train_mnist_cnn.py):
 cnn_a (Conv-Relu-Conv-Relu-Flatten-Gemm) and cnn_b (Conv-BatchNorm-Relu-MaxPool-Conv-Relu-Flatten-
 Gemm), each quantized to int8 by onnxruntime.quantization.quantize_static as QDQ and QOperator
-with per-channel weights, calibrated on 200 MNIST test images never used as centres, and by
-quantize_dynamic (ConvInteger/MatMulInteger, activation scales computed at run time).
+with per-channel weights, calibrated on 200 MNIST test images never used as centres, by
+quantize_dynamic (ConvInteger/MatMulInteger, activation scales computed at run time), and by
+PyTorch's torch.ao.quantization (FX, x86 qconfig) exported with torch.onnx (shipped,
+scripts/quantize_mnist_cnn_torch.py).
 
 Regions: L-inf boxes of radius 1 or 2 pixels (/255, clipped to [0, 1]) around the paper's 30
 samples. Property on all ten logits: |N(x)_i - Q(x)_i| < eps, eps in {0.25, 0.5, 1}. The seed picks
-3 (sample, radius) pairs per model: 6 x 3 x 3 = 54 instances, 60 s each (54 min).
+3 (sample, radius) pairs per model: 8 x 3 x 3 = 72 instances, 60 s each (72 min).
 
     python specs/mnist_cnn_int8/generate_properties.py SEED [--out DIR]
 """
@@ -26,7 +28,8 @@ from benchgen import NETWORKS, mnist_samples, start  # noqa: E402
 from vnncomp_qeb.io.twin_writer import build_twin  # noqa: E402
 
 NETS = ("cnn_a", "cnn_b")
-FORMS = {"qdq_pc": QuantFormat.QDQ, "qop_pc": QuantFormat.QOperator, "dyn_pc": None}
+FORMS = {"qdq_pc": QuantFormat.QDQ, "qop_pc": QuantFormat.QOperator, "dyn_pc": "dynamic", "torch_pc": "torch"}
+LATER = ("dyn_pc", "torch_pc")  # drawn after the first two forms: their instances stay those recorded
 RADII = (1, 2)
 EPSILONS = (0.25, 0.5, 1)
 PER_MODEL = 3
@@ -43,9 +46,11 @@ class _Calibration(CalibrationDataReader):
 
 def quantized(float_path: str, form: str, calib: np.ndarray) -> str:
     out = os.path.join(tempfile.mkdtemp(), "q.onnx")
-    if FORMS[form] is None:  # dynamic: weights int8 per channel, activations at run time
+    if FORMS[form] == "dynamic":  # weights int8 per channel, activations at run time
         quantize_dynamic(float_path, out, per_channel=True, weight_type=QuantType.QInt8)
         return out
+    if FORMS[form] == "torch":  # shipped: PyTorch is not needed to generate
+        return float_path.replace(".onnx", "_torch_int8.onnx")
     quantize_static(float_path, out, _Calibration(calib), quant_format=FORMS[form], per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     return out
@@ -54,9 +59,8 @@ def quantized(float_path: str, form: str, calib: np.ndarray) -> str:
 def main() -> None:
     rng, w = start(__doc__, __file__)
     samples = mnist_samples()
-    # the dynamic form is drawn after the static ones, so their instances stay those of the
-    # recorded runs (the family had only the static forms first)
-    for name, form in [(n, f) for n in NETS for f in FORMS if f != "dyn_pc"] + [(n, "dyn_pc") for n in NETS]:
+    # forms added later are drawn after the first ones, so those keep the recorded instances
+    for name, form in [(n, f) for n in NETS for f in FORMS if f not in LATER] + [(n, f) for f in LATER for n in NETS]:
         src = os.path.join(NETWORKS, "mnist_cnn", f"{name}.onnx")
         n_path = w.model(f"{name}_float", lambda: src)
         q_path = w.model(f"{name}_int8_{form}", lambda: quantized(src, form, samples["calib_images"]))

@@ -83,7 +83,7 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
              integer_input: bool, deadline: float, chain: list[Backend],
              check: Callable[[np.ndarray], object], stop=None, log: Callable[[str], None] = lambda m: None,
              use_cuts: bool = True, starts: np.ndarray | None = None, search: bool = True,
-             seed: int = 0, prove: bool = True) -> BoxResult:
+             seed: int = 0, prove: bool = True, progress: Callable[[float], None] | None = None) -> BoxResult:
     """Decide the polytopes over one box (domain coordinates). ``check`` replays candidate input
     points (rows of an array) and returns its outcome (not None) for a confirmed witness.
 
@@ -91,7 +91,9 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
     :func:`~vnncomp_qeb.milp.backends.bound_stalled`); once a polytope is left unproven the case
     cannot be proven, and the rest goes to :func:`neighbourhood_search` from ``starts``
     (points in domain coordinates, e.g. the falsifier's best) and the proof model's incumbents.
-    With ``prove=False`` (a helper on a core another share left free) only the search runs."""
+    With ``prove=False`` (a helper on a core another share left free) only the search runs.
+    ``progress`` is told the certified bound of the polytopes so far (the interval bound for
+    those not reached yet) whenever it improves: a caller that stops this early keeps it."""
     bounds, relaxations = refined_bounds(graph, lower[None].astype(np.float64), upper[None].astype(np.float64))
     if prove:
         cuts = difference_cuts(graph, bounds, relaxations) if use_cuts else []
@@ -108,7 +110,9 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
     # keeps the interval bound, so a timeout still reports a certified (if loose) bound
     caps = [_interval_slack_bound(p, y_lo, y_hi) for p in polytopes]
     order = sorted(range(len(polytopes)), key=lambda i: -caps[i]) if prove else []
-    for i in order:
+    tell = progress or (lambda bound: None)
+    for n_done, i in enumerate(order):
+        tell(max([result.bound] + [caps[j] for j in order[n_done:]]))
         p = polytopes[i]
         left = proof_until - time.monotonic()
         if left <= 0:
@@ -141,6 +145,8 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
                 if found is not None:
                     result.found = found
                     return result
+    if prove:
+        tell(result.bound)
     if unproven and time.monotonic() < deadline - 0.1:
         log(f"witness search on {len(unproven)} open polytope(s) for {deadline - time.monotonic():.0f}s")
         witness = encode(graph, bounds, WITNESS, integer_input)
