@@ -302,6 +302,47 @@ def test_isolation_watchdog():
     assert not psutil.Process().children(recursive=True)
 
 
+def _report_then_sleep(values, s):
+    from vnncomp_qeb.isolate import report
+
+    for v in values:
+        report(v)
+    time.sleep(s)
+    return "woke"
+
+
+def test_interim_results_survive_the_watchdog():
+    """A child stopped at the deadline keeps the last interim result it reported (a MILP share's
+    certified bound so far), and one that answers keeps its answer."""
+    rs = run_isolated_all([(_report_then_sleep, ([3.0, 1.5], 30)), (_report_then_sleep, ([7.0], 0.1))],
+                          deadline=time.monotonic() + 1.5)
+    assert rs[0].status == OUT_OF_TIME and rs[0].progress == 1.5
+    assert rs[1].status == OK and rs[1].value == "woke" and rs[1].progress == 7.0
+    assert not psutil.Process().children(recursive=True)
+
+
+def test_milp_reports_its_bound_as_it_goes(tmp_path):
+    """milp_box tells its caller a certified bound on the best slack as it goes: never below the
+    true maximum (enumerated), never rising, ending at the bound it returns."""
+    path, step = _fixed_point_twin(tmp_path / "t.onnx", 1, 4)
+    rng = np.random.default_rng(5)
+    lower, upper, o, sign, top = _ground_truth_cases(path, step, rng, n_boxes=1)[0]
+    eps = top - 0.5 * abs(top) - 1e-3  # reachable: the slack's maximum is top − eps > 0
+    spec = tmp_path / "s.vnnlib"
+    spec.write_text(_spec_text(lower, upper, o, sign, eps, 2))
+    inst = load_instance(str(spec), path)
+    case = inst.spec.cases[0]
+    dom = domain_for(inst.graph)
+    L, U = dom.initial(case)
+    told: list[float] = []
+    res = milp_box(dom.analysis_graph, L[0], U[0], case.polytopes, integer_input=isinstance(dom, CodeDomain),
+                   deadline=time.monotonic() + 20, chain=backend_chain(), check=lambda p: None, search=False,
+                   progress=told.append)
+    assert told and told[-1] == res.bound
+    assert all(a >= b for a, b in zip(told, told[1:]))
+    assert min(told) >= (top - eps) * (1 - 1e-6) - 1e-9
+
+
 def test_parallel_children_stop_when_one_is_enough():
     """Children run at once; the first result that is enough cancels the rest, and each child
     gets its share of the memory cap."""
