@@ -85,3 +85,49 @@ def test_evaluator_is_onnxruntime(tmp_path, k):
                         for xi in x]).astype(np.float64)
     got = load_onnx(path).evaluate(x.reshape(len(x), -1).astype(np.float64))
     np.testing.assert_allclose(got, y, rtol=0, atol=1e-5)
+
+
+DOUBLE = [  # ((s1, z1), (s2, z2), zero-point types, variant)
+    ((0.05, 3), (0.03, 0), (np.uint8, np.uint8), "plain"), ((0.05, 3), (0.03, 0), (np.int8, np.int8), "plain"),
+    ((0.02, 0), (0.05, 10), (np.uint8, np.uint8), "plain"), ((0.05, 3), (0.07, 128), (np.uint8, np.uint8), "plain"),
+    ((0.05, 3), (0.05, 3), (np.uint8, np.uint8), "plain"), ((0.05, 3), (0.03, 0), (np.uint8, np.uint8), "three pairs"),
+    # left as they are by onnxruntime
+    ((0.05, 3), (0.03, 0), (np.uint8, np.int8), "plain"), ((0.05, 3), (0.03, 0), (np.uint8, np.uint8), "middle read"),
+    ((0.05, 3), (0.03, 0), (np.uint8, np.uint8), "middle output"),
+]
+
+
+def _double(path, p1, p2, types, variant):
+    (s1, z1), (s2, z2) = p1, p2
+    inits = [nh.from_array(np.array(s1, np.float32), "s1"), nh.from_array(np.array(z1, types[0]), "z1"),
+             nh.from_array(np.array(s2, np.float32), "s2"), nh.from_array(np.array(z2, types[1]), "z2"),
+             nh.from_array(np.array(0.04, np.float32), "s3"), nh.from_array(np.array(1, types[1]), "z3")]
+    nodes = [h.make_node("QuantizeLinear", ["x", "s1", "z1"], ["q1"]), h.make_node("DequantizeLinear", ["q1", "s1", "z1"], ["d1"]),
+             h.make_node("QuantizeLinear", ["d1", "s2", "z2"], ["q2"]), h.make_node("DequantizeLinear", ["q2", "s2", "z2"], ["d2"])]
+    last, outputs = "d2", []
+    if variant == "three pairs":
+        nodes += [h.make_node("QuantizeLinear", ["d2", "s3", "z3"], ["q3"]), h.make_node("DequantizeLinear", ["q3", "s3", "z3"], ["d3"])]
+        last = "d3"
+    nodes.append(h.make_node("Relu", [last], ["y"]))
+    outputs.append("y")
+    if variant == "middle read":
+        nodes.append(h.make_node("Relu", ["d1"], ["y2"]))
+        outputs.append("y2")
+    if variant == "middle output":
+        outputs.append("d1")
+    graph = h.make_graph(nodes, "dqdq", [h.make_tensor_value_info("x", T.FLOAT, ["N", 6])],
+                         [h.make_tensor_value_info(o, T.FLOAT, ["N", 6]) for o in outputs], inits)
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], ir_version=M.IR_VERSION), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("k", range(len(DOUBLE)), ids=[f"{c[0]}{c[1]} {c[2][0].__name__}/{c[2][1].__name__} {c[3]}" for c in DOUBLE])
+def test_double_qdq_pairs_as_onnxruntime_merges_them(tmp_path, k):
+    p1, p2, types, variant = DOUBLE[k]
+    path = _double(tmp_path / "d.onnx", p1, p2, types, variant)
+    # off the rounding ties (where a float32 division may round either way: the analyses' tie
+    # bands cover those); two roundings and one differ on thousands of these points
+    x = np.random.default_rng(k).uniform(-6, 14, (3000, 6)).astype(np.float32)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    y = np.concatenate(sess.run(None, {"x": x}), axis=1).astype(np.float64)
+    np.testing.assert_allclose(load_onnx(path).evaluate(x.astype(np.float64)), y, rtol=0, atol=1e-6)

@@ -14,7 +14,7 @@ from vnncomp_qeb.io import (  # noqa: F401  (register handlers)
     onnx_conv_ops, onnx_dynamic_ops, onnx_float_ops, onnx_nonlinear_ops, onnx_quant_ops, onnx_shape_ops)
 from vnncomp_qeb.io.onnx_context import FLOAT_TYPES, HANDLERS, PRECISION_OF, BatchAxisCrossed, LoadContext, attr
 from vnncomp_qeb.io.onnx_quant_ops import dequantize_const
-from vnncomp_qeb.io.ort_rewrites import quantize_like_onnxruntime
+from vnncomp_qeb.io.ort_rewrites import as_onnxruntime_runs_it
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.fuse import folded_shift
 from vnncomp_qeb.ir.graph import Graph
@@ -88,9 +88,9 @@ def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | No
     tensors named in ``hidden`` (observed as VNN-LIB 2.0 hidden variables). A model with several
     inputs reads one flat input: their concatenation, in the order the graph lists them. The
     input holds floats of type ``feed``; an input type that does not hold them all rounds them.
-    Weights onnxruntime quantizes when it loads the model are read as it quantizes them
-    (:mod:`vnncomp_qeb.io.ort_rewrites`)."""
-    model = quantize_like_onnxruntime(model)
+    The model is read as onnxruntime rewrites it when it loads it (double QDQ pairs merged,
+    float weights in QDQ groups quantized: :mod:`vnncomp_qeb.io.ort_rewrites`)."""
+    model = as_onnxruntime_runs_it(model)
     try:
         return _to_graph(model, path, name, False, hidden, feed)
     except BatchAxisCrossed as first:

@@ -1,6 +1,13 @@
 """Graph rewrites onnxruntime applies at load time that change what a model computes.
 
-onnxruntime's basic-level ``WeightBiasQuantization`` transformer (measured on 1.31, CPU provider,
+Two basic-level transformers of onnxruntime (measured on 1.31, CPU provider, default session
+options; docs/design.md §2.3.2) do. ``DoubleQDQPairsRemover`` replaces ``Q1 → DQ1 → Q2 → DQ2``
+(same integer type, each pair with equal scalar parameters, nothing else reading the middle) by
+one ``Q → DQ`` whose range is the intersection of the two ranges: ``s = (hi − lo)/(qmax − qmin)``,
+``z = round_half_away(qmin − lo/s)`` in float32 — a single rounding on a finer grid, not two.
+:func:`remove_double_qdq` does the same.
+
+``WeightBiasQuantization`` (measured on 1.31, CPU provider,
 default session options; docs/design.md §2.3.2) quantizes the *float* weights and bias of a
 linear layer that sits in a QDQ group: a ``Conv`` or ``Gemm`` (also ``MatMul`` → ``Add`` of a
 rank-1 constant on a rank-2 input, which it first fuses into a ``Gemm``) whose input comes
@@ -50,6 +57,116 @@ def fake_quant_bias(b: np.ndarray, x_scale, w_scale) -> np.ndarray:
     scale = (F32(x_scale) * np.asarray(w_scale, dtype=F32)).astype(F32)
     q = np.rint((np.asarray(b, dtype=F32) / scale).astype(F32))
     return (q.astype(F32) * scale).astype(F32)
+
+
+def as_onnxruntime_runs_it(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` rewritten as onnxruntime rewrites it when it loads it (the model itself when
+    nothing applies)."""
+    return quantize_like_onnxruntime(remove_double_qdq(model))
+
+
+_QDQ_TYPES = {onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT8: np.int8,
+              onnx.TensorProto.UINT16: np.uint16, onnx.TensorProto.INT16: np.int16}
+
+
+def remove_double_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``Q1 → DQ1 → Q2 → DQ2…`` collapsed as onnxruntime's DoubleQDQPairsRemover collapses it."""
+    changed = False
+    while True:
+        step = _remove_one_double_qdq(model if changed else onnx.ModelProto.FromString(model.SerializeToString()))
+        if step is None:
+            return model
+        model, changed = step, True
+
+
+def _remove_one_double_qdq(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    g = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+            value = next((a.t for a in n.attribute if a.name == "value"), None)
+            if value is not None:
+                consts[n.output[0]] = numpy_helper.to_array(value)
+    readers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+
+    def params(node):
+        """(scale, zero point as its numpy type) of a scalar constant-parameter Q/DQ, or None."""
+        if len(node.input) < 2 or node.input[1] not in consts or np.size(consts[node.input[1]]) != 1:
+            return None
+        if len(node.input) > 2 and node.input[2]:
+            zp = consts.get(node.input[2])
+            if zp is None or np.size(zp) != 1:
+                return None
+        else:
+            dtype = next((a.i for a in node.attribute if a.name == "output_dtype"), onnx.TensorProto.UINT8)
+            zp = np.zeros((), _QDQ_TYPES.get(dtype, np.uint8))
+        return np.asarray(consts[node.input[1]]).reshape(()), np.asarray(zp).reshape(())
+
+    def same(a, b):
+        return a is not None and b is not None and a[1].dtype == b[1].dtype and a[0] == b[0] and a[1] == b[1]
+
+    def only_reader(name):
+        r = readers.get(name, [])
+        return r[0] if len(r) == 1 and name not in outputs else None
+
+    for q1 in g.node:
+        if q1.op_type != "QuantizeLinear" or q1.domain not in ("", "ai.onnx"):
+            continue
+        dq1 = only_reader(q1.output[0])
+        if dq1 is None or dq1.op_type != "DequantizeLinear" or not same(params(q1), params(dq1)):
+            continue
+        q2 = only_reader(dq1.output[0])
+        if q2 is None or q2.op_type != "QuantizeLinear" or q2.output[0] in outputs:
+            continue
+        p1, p2 = params(q1), params(q2)
+        if p2 is None or p1[1].dtype != p2[1].dtype or p1[1].dtype.type not in _QDQ_TYPES.values():
+            continue
+        dq2s = readers.get(q2.output[0], [])
+        if not dq2s or any(d.op_type != "DequantizeLinear" or not same(p2, params(d)) for d in dq2s):
+            continue
+        if p1[0].dtype != np.float32 or p2[0].dtype != np.float32:
+            continue
+        new = _merged_params(p1, p2)
+        if new is None:
+            continue
+        scale_name, zp_name = f"{q1.output[0]}__scale_as_onnxruntime", f"{q1.output[0]}__zp_as_onnxruntime"
+        g.initializer.extend([numpy_helper.from_array(np.array([new[0]], np.float32), scale_name),
+                              numpy_helper.from_array(np.array([new[1]], p1[1].dtype), zp_name)])
+        for node in [q1] + dq2s:
+            while len(node.input) < 3:
+                node.input.append("")
+            node.input[1], node.input[2] = scale_name, zp_name
+        for d in dq2s:
+            d.input[0] = q1.output[0]
+        keep = [n for n in g.node if n is not dq1 and n is not q2]
+        del g.node[:]
+        g.node.extend(keep)
+        return model
+    return None
+
+
+def _merged_params(p1, p2):
+    """onnxruntime's ``FindNewZeroPointAndScale``: (scale, zero point) over the intersection of
+    the two quantizers' ranges, in float32; None where the zero point does not fit the type."""
+    (s1, z1), (s2, z2) = p1, p2
+    if z1 == z2 and abs(F32(s1) - F32(s2)) < 1e-20:
+        return F32(s1), z1
+    info = np.iinfo(z1.dtype)
+    qmin, qmax = F32(info.min), F32(info.max)
+    lo = max(F32(qmin - F32(z1)) * F32(s1), F32(qmin - F32(z2)) * F32(s2))
+    hi = min(F32(qmax - F32(z1)) * F32(s1), F32(qmax - F32(z2)) * F32(s2))
+    scale = F32((hi - lo) / F32(qmax - qmin))
+    if not scale > 0:
+        return None
+    t = F32(qmin - F32(lo / scale))
+    z = np.floor(np.abs(t) + 0.5) * np.sign(t)  # std::round: half away from zero
+    if not info.min <= z <= info.max:
+        return None
+    return scale, np.asarray(z).astype(z1.dtype).reshape(())
 
 
 def quantize_like_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
