@@ -7,9 +7,8 @@ one ``Q → DQ`` whose range is the intersection of the two ranges: ``s = (hi �
 ``z = round_half_away(qmin − lo/s)`` in float32 — a single rounding on a finer grid, not two.
 :func:`remove_double_qdq` does the same.
 
-``WeightBiasQuantization`` (measured on 1.31, CPU provider,
-default session options; docs/design.md §2.3.2) quantizes the *float* weights and bias of a
-linear layer that sits in a QDQ group: a ``Conv`` or ``Gemm`` (also ``MatMul`` → ``Add`` of a
+``WeightBiasQuantization`` quantizes the *float* weights and bias of a linear layer that sits in
+a QDQ group: a ``Conv`` or ``Gemm`` (also ``MatMul`` → ``Add`` of a
 rank-1 constant on a rank-2 input, which it first fuses into a ``Gemm``) whose input comes
 straight from a ``DequantizeLinear`` with one scale and whose output is read by exactly one node,
 a ``QuantizeLinear``:
@@ -20,9 +19,9 @@ a ``QuantizeLinear``:
 - a float32 rank-1 bias becomes ``DQ(int32(round_half_even(b / (s_x·s_w))), s_x·s_w)``, per
   output channel where the weight's scale is.
 
-The verifier reads what onnxruntime runs: the same values replace those initializers here, so a
-network whose weights are float between quantized activations is analysed with the int8 weights
-onnxruntime uses (bounds on the float weights would not hold: tests/test_torch_exports.py).
+:func:`quantize_like_onnxruntime` replaces those initializers by the same values, so a network
+whose weights are float between quantized activations is analysed with the int8 weights
+onnxruntime uses (bounds on the float weights would not hold: tests/test_ort_rewrites.py).
 """
 
 from __future__ import annotations
