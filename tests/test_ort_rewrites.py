@@ -131,3 +131,20 @@ def test_double_qdq_pairs_as_onnxruntime_merges_them(tmp_path, k):
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     y = np.concatenate(sess.run(None, {"x": x}), axis=1).astype(np.float64)
     np.testing.assert_allclose(load_onnx(path).evaluate(x.astype(np.float64)), y, rtol=0, atol=1e-6)
+
+
+def test_scale_computed_from_constants_is_folded_first(tmp_path):
+    """A DequantizeLinear whose scale a node computes from constants: onnxruntime folds it, then
+    quantizes the layer's weights — so does the loader (this failed before the folding)."""
+    rng = np.random.default_rng(9)
+    inits = [nh.from_array(np.array(0.01, np.float32), "a"), nh.from_array(np.array(2.0, np.float32), "two"),
+             nh.from_array(np.array(0, np.uint8), "z"), nh.from_array(np.array(0.05, np.float32), "s1"),
+             nh.from_array(np.array(3, np.uint8), "z1"), nh.from_array(rng.normal(size=(4, 3)).astype(np.float32), "W"),
+             nh.from_array(rng.normal(size=4).astype(np.float32), "b")]
+    nodes = [h.make_node("Mul", ["a", "two"], ["s"]), h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             h.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]), h.make_node("Gemm", ["d", "W", "b"], ["o"], transB=1),
+             h.make_node("QuantizeLinear", ["o", "s1", "z1"], ["oq"]), h.make_node("DequantizeLinear", ["oq", "s1", "z1"], ["y"])]
+    path = M.save(nodes, inits, tmp_path / "c.onnx", 3, 4)
+    x = rng.uniform(0, 2, (200, 3)).astype(np.float32)
+    y = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(load_onnx(path).evaluate(x.astype(np.float64)), y, rtol=0, atol=1e-5)

@@ -90,7 +90,11 @@ def model_to_graph(model: onnx.ModelProto, path: str = "<model>", name: str | No
     input holds floats of type ``feed``; an input type that does not hold them all rounds them.
     The model is read as onnxruntime rewrites it when it loads it (double QDQ pairs merged,
     float weights in QDQ groups quantized: :mod:`vnncomp_qeb.io.ort_rewrites`)."""
-    model = as_onnxruntime_runs_it(model)
+    try:
+        model = as_onnxruntime_runs_it(model)
+    except Exception as exc:  # noqa: BLE001 - never read a model other than onnxruntime runs
+        raise ModelError(f"cannot reproduce onnxruntime's load-time rewrites ({type(exc).__name__}: {exc})",
+                         path=path) from exc
     try:
         return _to_graph(model, path, name, False, hidden, feed)
     except BatchAxisCrossed as first:

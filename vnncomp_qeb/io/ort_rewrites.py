@@ -64,6 +64,33 @@ def as_onnxruntime_runs_it(model: onnx.ModelProto) -> onnx.ModelProto:
     return quantize_like_onnxruntime(remove_double_qdq(model))
 
 
+# ops onnxruntime folds when their inputs are constants, before the QDQ rewrites read them
+_FOLDED = {"Cast", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Add", "Sub", "Mul", "Div", "Identity",
+           "Concat", "Flatten", "Neg", "Gather", "Slice", "Expand", "Tile", "Min", "Max", "Abs", "ConstantOfShape"}
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Every tensor onnxruntime knows before running: initializers, Constant nodes, and the nodes
+    of constants it folds."""
+    from onnx.reference import ReferenceEvaluator
+
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.domain not in ("", "ai.onnx"):
+            continue
+        if n.op_type == "Constant":
+            value = next((a.t for a in n.attribute if a.name == "value"), None)
+            if value is not None:
+                consts[n.output[0]] = numpy_helper.to_array(value)
+        elif n.op_type in _FOLDED and n.input and all(i in consts for i in n.input if i):
+            try:
+                outs = ReferenceEvaluator(n).run(None, {i: consts[i] for i in n.input if i})
+            except Exception:  # noqa: BLE001 - not folded here: its output stays a variable
+                continue
+            consts.update({name: np.asarray(v) for name, v in zip(n.output, outs)})
+    return consts
+
+
 _QDQ_TYPES = {onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT8: np.int8,
               onnx.TensorProto.UINT16: np.uint16, onnx.TensorProto.INT16: np.int16}
 
@@ -80,12 +107,7 @@ def remove_double_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _remove_one_double_qdq(model: onnx.ModelProto) -> onnx.ModelProto | None:
     g = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    for n in g.node:
-        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
-            value = next((a.t for a in n.attribute if a.name == "value"), None)
-            if value is not None:
-                consts[n.output[0]] = numpy_helper.to_array(value)
+    consts = _constants(model)
     readers: dict[str, list] = {}
     for n in g.node:
         for i in n.input:
@@ -172,12 +194,7 @@ def quantize_like_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with the weights and biases onnxruntime's WeightBiasQuantization would quantize
     replaced by their quantized values (the model itself when nothing applies)."""
     g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    for n in g.node:  # onnxruntime turns Constant nodes into initializers first
-        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
-            value = next((a.t for a in n.attribute if a.name == "value"), None)
-            if value is not None:
-                inits[n.output[0]] = value
+    consts = _constants(model)
     producer = {o: n for n in g.node for o in n.output}
     readers: dict[str, list] = {}
     for n in g.node:
@@ -188,12 +205,11 @@ def quantize_like_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     index = {id(n): k for k, n in enumerate(g.node)}
 
     def float_init(name):
-        t = inits.get(name)
-        return numpy_helper.to_array(t) if t is not None and t.data_type == onnx.TensorProto.FLOAT else None
+        t = consts.get(name)
+        return t if t is not None and t.dtype == np.float32 else None
 
     def const_of(name):
-        t = inits.get(name)
-        return None if t is None else numpy_helper.to_array(t)
+        return consts.get(name)
 
     for node in g.node:
         if node.op_type in ("Conv", "Gemm") and node.domain in ("", "ai.onnx"):
@@ -208,13 +224,14 @@ def quantize_like_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
                 continue
             add = nxt[0]
             other = [k for k, i in enumerate(add.input) if i != node.output[0]]
-            if len(other) != 1 or add.input[other[0]] not in inits:
+            if len(other) != 1 or add.input[other[0]] not in consts:
                 continue
             lin, out, bias_at = node, add.output[0], (add, other[0])
         else:
             continue
         dq = producer.get(lin.input[0])
-        if dq is None or dq.op_type != "DequantizeLinear" or np.size(const_of(dq.input[1])) != 1:
+        if (dq is None or dq.op_type != "DequantizeLinear" or const_of(dq.input[1]) is None
+                or np.size(const_of(dq.input[1])) != 1):
             continue
         after = readers.get(out, [])
         if len(after) != 1 or after[0].op_type != "QuantizeLinear":
@@ -234,8 +251,10 @@ def quantize_like_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
             w_new, w_scale = fake_quant_weight(w)
             changes[(index[id(lin)], 1)] = w_new
         else:
+            if const_of(w_dq.input[1]) is None:
+                continue
             w_scale = np.asarray(const_of(w_dq.input[1]), dtype=F32)
-            if w_scale is None or (w_scale.size != 1 and w_scale.size != bias.size):
+            if w_scale.size != 1 and w_scale.size != bias.size:
                 continue
         if bias is not None:
             changes[(index[id(bias_at[0])], bias_at[1])] = fake_quant_bias(bias, const_of(dq.input[1]), w_scale)
