@@ -15,6 +15,7 @@ Q has many bits, and this is where bounding N and Q apart (and subtracting) lose
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -114,8 +115,12 @@ class DynamicNoise(_Noise):
         from vnncomp_qeb.ir.dynamic_quant import noise_bound
 
         E = noise_bound(*bounds[self.quant.inputs[0]])
-        col = np.asarray(abs(self.layer.W).sum(axis=0)).reshape(-1)
-        return E[:, None] * col[None, :]
+        return E[:, None] * self.column_norms[None, :]
+
+    @cached_property
+    def column_norms(self) -> np.ndarray:
+        """``Σ_i |Ŵ_ij|`` per output: the weight of each input's noise (fixed, computed once)."""
+        return np.asarray(abs(self.layer.W).sum(axis=0)).reshape(-1)
 
 
 def _clamp_form(op: ops.Op | tuple | None, lo: np.ndarray, hi: np.ndarray):

@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 
 from vnncomp_qeb.io.onnx_context import INT_RANGES, FLOAT_TYPES, LoadContext, QTag, attr, handles
+from vnncomp_qeb.io.onnx_conv_ops import _conv_map, _image, _one_d, _out_shape
+from vnncomp_qeb.io.onnx_quant_ops import _optional, _zero_point, integer_weights
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.dynamic_quant import DynamicQuant
 
@@ -107,8 +109,6 @@ def _mul(ctx: LoadContext, node: onnx.NodeProto) -> None:
 
 
 def _integer_kernel(ctx: LoadContext, node: onnx.NodeProto) -> None:
-    from vnncomp_qeb.io.onnx_quant_ops import _optional
-
     codes, zp = ctx.dynamic.get(node.input[0]), ctx.dynamic.get(_optional(node, 2) or "")
     if codes is None or codes.kind != CODES or zp is None or zp.kind != ZERO_POINT or zp.source != codes.source:
         raise _refused(ctx, node)
@@ -124,24 +124,9 @@ def _integer_kernel(ctx: LoadContext, node: onnx.NodeProto) -> None:
     ctx.dynamic[node.output[0]] = DynValue(SCALED, codes.source, out, power=-1)
 
 
-def _integer_weights(ctx: LoadContext, node: onnx.NodeProto, axis: int) -> np.ndarray:
-    """``W − w_zp`` in float64 (the zero point per tensor or along ``axis``)."""
-    from vnncomp_qeb.io.onnx_quant_ops import _optional, _zero_point
-
-    if not ctx.is_const(node.input[1]):
-        raise ctx.unsupported(f"{node.op_type} with a computed (non-constant) weight")
-    W = ctx.const_f64(node.input[1])
-    w_zp, _ = _zero_point(ctx, _optional(node, 3))
-    if np.size(w_zp) > 1:
-        shape = [1] * W.ndim
-        shape[axis] = -1
-        w_zp = np.reshape(w_zp, shape)
-    return W - w_zp
-
-
 def emit_matmul_integer(ctx: LoadContext, node: onnx.NodeProto, x: str, out: str, bias=None) -> str:
     """``x @ (W − w_zp)`` (with the kernel's float steps) for a MatMulInteger reading ``x``'s codes."""
-    B = _integer_weights(ctx, node, axis=1)
+    B = integer_weights(ctx, node, axis=1)
     if B.ndim != 2:
         raise ctx.unsupported(f"MatMulInteger weight of rank {B.ndim}")
     return ctx.emit(ops.Affine((x,), out, W=B, b=bias, extra_steps=2))
@@ -150,10 +135,8 @@ def emit_matmul_integer(ctx: LoadContext, node: onnx.NodeProto, x: str, out: str
 def emit_conv_integer(ctx: LoadContext, node: onnx.NodeProto, x: str, out: str) -> str:
     """The convolution of ``x`` with ``W − w_zp`` (per output channel), zero-padded: ConvInteger
     subtracts the input's zero point before padding, so padding is a real 0."""
-    from vnncomp_qeb.io.onnx_conv_ops import _conv_map, _image, _one_d, _out_shape
-
     _, shape = _image(ctx, x)
-    K = _integer_weights(ctx, node, axis=0)
+    K = integer_weights(ctx, node, axis=0)
     M, out_shape = _conv_map(ctx, node, shape, K, _one_d(ctx, x))
     acc = ctx.emit(ops.Affine((x,), out, W=M, extra_steps=2))
     ctx.logical[acc] = _out_shape(ctx, x, out_shape)
@@ -163,8 +146,6 @@ def emit_conv_integer(ctx: LoadContext, node: onnx.NodeProto, x: str, out: str) 
 @handles("ConvInteger")
 def _conv_integer(ctx: LoadContext, node: onnx.NodeProto) -> None:
     """ConvInteger of a statically quantized tensor: like MatMulInteger, the IR holds ``s·acc``."""
-    from vnncomp_qeb.io.onnx_quant_ops import _optional, _zero_point
-
     x = ctx.var(node.input[0])
     tag = ctx.tags.get(node.input[0])
     if tag is None or np.size(tag.scale) != 1:

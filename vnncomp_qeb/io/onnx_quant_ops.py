@@ -118,6 +118,19 @@ def _dequantize(ctx, node):
     ctx.bind(node.output[0], real_of(ctx, node.input[0], scale, zp))
 
 
+def integer_weights(ctx: LoadContext, node: onnx.NodeProto, axis: int) -> np.ndarray:
+    """``W − w_zp`` in float64 (the zero point per tensor or along ``axis``)."""
+    if not ctx.is_const(node.input[1]):
+        raise ctx.unsupported(f"{node.op_type} with a computed (non-constant) weight")
+    W = ctx.const_f64(node.input[1])
+    w_zp, _ = _zero_point(ctx, _optional(node, 3))
+    if np.size(w_zp) > 1:
+        shape = [1] * W.ndim
+        shape[axis] = -1
+        w_zp = np.reshape(w_zp, shape)
+    return W - w_zp
+
+
 @handles("QLinearMatMul")
 def _qlinear_matmul(ctx, node):
     a, _ = _real_operand(ctx, node, 0)
@@ -140,11 +153,8 @@ def _matmul_integer(ctx, node):
     tag = ctx.tags.get(node.input[0])
     if tag is None or np.size(tag.scale) != 1:
         raise ctx.unsupported("MatMulInteger whose left operand is not a per-tensor quantized tensor")
-    if not ctx.is_const(node.input[1]):
-        raise ctx.unsupported("MatMulInteger with a variable right operand")
     a_zp, _ = _zero_point(ctx, _optional(node, 2))
-    b_zp, _ = _zero_point(ctx, _optional(node, 3))
-    B = np.asarray(ctx.const(node.input[1]), dtype=np.float64) - b_zp
+    B = integer_weights(ctx, node, axis=1)
     # acc = (q − a_zp) @ B with q = r/s + z_t; represented as s·acc = r @ B + s·(z_t − a_zp)·ΣB
     shift = float(tag.scale) * (float(tag.zero_point) - float(a_zp))
     bias = shift * B.sum(axis=0) if shift != 0 else None

@@ -95,8 +95,26 @@ _QDQ_TYPES = {onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT8: np.int8,
               onnx.TensorProto.UINT16: np.uint16, onnx.TensorProto.INT16: np.int16}
 
 
+def _readers(g: onnx.GraphProto) -> dict[str, list]:
+    """The nodes reading each tensor."""
+    readers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    return readers
+
+
+def _producers(g: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in g.node for o in n.output}
+
+
 def remove_double_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     """``Q1 → DQ1 → Q2 → DQ2…`` collapsed as onnxruntime's DoubleQDQPairsRemover collapses it."""
+    producer = _producers(model.graph)
+    kind = lambda name: getattr(producer.get(name), "op_type", None)  # noqa: E731
+    if not any(n.op_type == "QuantizeLinear" and kind(n.input[0]) == "DequantizeLinear"
+               and kind(producer[n.input[0]].input[0]) == "QuantizeLinear" for n in model.graph.node):
+        return model  # no Q → DQ → Q at all: nothing to copy or fold
     changed = False
     while True:
         step = _remove_one_double_qdq(model if changed else onnx.ModelProto.FromString(model.SerializeToString()))
@@ -108,10 +126,7 @@ def remove_double_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
 def _remove_one_double_qdq(model: onnx.ModelProto) -> onnx.ModelProto | None:
     g = model.graph
     consts = _constants(model)
-    readers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = _readers(g)
     outputs = {o.name for o in g.output}
 
     def params(node):
@@ -194,12 +209,12 @@ def quantize_like_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with the weights and biases onnxruntime's WeightBiasQuantization would quantize
     replaced by their quantized values (the model itself when nothing applies)."""
     g = model.graph
+    producer = _producers(g)
+    if not any(n.op_type in ("Conv", "Gemm", "MatMul") and n.input
+               and getattr(producer.get(n.input[0]), "op_type", None) == "DequantizeLinear" for n in g.node):
+        return model  # no linear layer reads a DequantizeLinear: nothing to fold or quantize
     consts = _constants(model)
-    producer = {o: n for n in g.node for o in n.output}
-    readers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = _readers(g)
     ranks: dict[str, int] | None = None  # shape inference only where a MatMul could be fused
     changes: dict[tuple[int, int], np.ndarray] = {}  # (node index, input index) → new constant
     index = {id(n): k for k, n in enumerate(g.node)}

@@ -104,50 +104,55 @@ def fold_scale_into_affine(graph: Graph) -> Graph:
     return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
 
 
-def merge_clamps(graph: Graph) -> Graph:
-    """A clamp read only by another clamp (``Min(Max(x, a), b)``, ``Relu`` then ``Clip``) becomes
-    one ``Clip``: the same function, and the layer keeps the one activation the analyses pair."""
+def _merge_into_producer(graph: Graph, merge) -> Graph:
+    """Offer every op whose input's producer it alone reads (and that is no graph output) to
+    ``merge(producer, op)``: an op computing both at once replaces them, None keeps them apart.
+    A merged op can take the next one in (chains fold left to right)."""
     readers = graph.consumers()
     by_output = {op.output: op for op in graph.ops}
-    merged: dict[str, ops.Op] = {}  # first clamp's output -> the clamp it was folded into
     out_ops: list[ops.Op] = []
     for op in graph.ops:
         prev = by_output.get(op.inputs[0]) if op.inputs else None
-        prev = merged.get(prev.output, prev) if prev is not None else None
-        if (isinstance(op, (ops.Clip, ops.Relu)) and isinstance(prev, (ops.Clip, ops.Relu))
-                and len(readers.get(prev.output, [])) == 1 and prev.output not in graph.outputs):
-            (lo1, hi1), (lo2, hi2) = _clamp(prev), _clamp(op)
-            lo, hi = float(np.clip(lo1, lo2, hi2)), float(np.clip(hi1, lo2, hi2))  # clamp ∘ clamp
-            new = ops.Clip(prev.inputs, op.output, lo=lo, hi=hi, source=f"{prev.source} → {op.source}",
-                           precision=ops.coarsest(prev.precision, op.precision))
-            out_ops[out_ops.index(prev)] = new
-            merged[op.output] = new
-            continue
+        if (prev is not None and prev in out_ops and len(readers.get(prev.output, [])) == 1
+                and prev.output not in graph.outputs):
+            new = merge(prev, op)
+            if new is not None:
+                out_ops[out_ops.index(prev)] = new
+                by_output[op.output] = new
+                continue
         out_ops.append(op)
     return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
+
+
+def merge_clamps(graph: Graph) -> Graph:
+    """A clamp read only by another clamp (``Min(Max(x, a), b)``, ``Relu`` then ``Clip``) becomes
+    one ``Clip``: the same function, and the layer keeps the one activation the analyses pair."""
+    def merge(prev, op):
+        if not (isinstance(op, (ops.Clip, ops.Relu)) and isinstance(prev, (ops.Clip, ops.Relu))):
+            return None
+        (lo1, hi1), (lo2, hi2) = _clamp(prev), _clamp(op)
+        lo, hi = float(np.clip(lo1, lo2, hi2)), float(np.clip(hi1, lo2, hi2))  # clamp ∘ clamp
+        return ops.Clip(prev.inputs, op.output, lo=lo, hi=hi, source=f"{prev.source} → {op.source}",
+                        precision=ops.coarsest(prev.precision, op.precision))
+
+    return _merge_into_producer(graph, merge)
 
 
 def merge_relu_into_quant(graph: Graph) -> Graph:
     """``Relu(FakeQuant(x))`` (PyTorch's quantized exports dequantize before the Relu) is one
     FakeQuant whose range starts at the zero point: ``relu(s·(q − z)) = s·(max(q, z) − z)``
     exactly, and the layer keeps the one activation the analyses pair."""
-    readers = graph.consumers()
-    by_output = {op.output: op for op in graph.ops}
-    out_ops: list[ops.Op] = []
-    for op in graph.ops:
-        prev = by_output.get(op.inputs[0]) if op.inputs else None
-        if (isinstance(op, ops.Relu) and isinstance(prev, ops.FakeQuant) and prev in out_ops
-                and len(readers.get(prev.output, [])) == 1 and prev.output not in graph.outputs
-                and np.size(prev.zero_point) == 1 and np.all(np.asarray(prev.scale) > 0)):
-            z = float(np.asarray(prev.zero_point).reshape(-1)[0])
-            if z == np.floor(z) and prev.qmin <= z <= prev.qmax:
-                new = replace(prev, output=op.output, qmin=z, source=f"{prev.source} → {op.source}",
-                              precision=ops.coarsest(prev.precision, op.precision))
-                out_ops[out_ops.index(prev)] = new
-                by_output[op.output] = new
-                continue
-        out_ops.append(op)
-    return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
+    def merge(prev, op):
+        if not (isinstance(op, ops.Relu) and isinstance(prev, ops.FakeQuant) and np.size(prev.zero_point) == 1
+                and np.all(np.asarray(prev.scale) > 0)):
+            return None
+        z = float(np.asarray(prev.zero_point).reshape(-1)[0])
+        if z != np.floor(z) or not prev.qmin <= z <= prev.qmax:
+            return None
+        return replace(prev, output=op.output, qmin=z, source=f"{prev.source} → {op.source}",
+                       precision=ops.coarsest(prev.precision, op.precision))
+
+    return _merge_into_producer(graph, merge)
 
 
 def _clamp(op: ops.Op) -> tuple[float, float]:
@@ -168,31 +173,23 @@ def fold_affine_outputs(graph: Graph) -> Graph:
     """``Affine(W, b) → MulConst(k) → AddConst(c)`` (a BatchNormalization after a Conv, per output
     element or scalar) becomes ``Affine(W·k, b·k + c)``, as onnxruntime's Conv+BN fusion computes
     it. Each fold adds a rounding step to the op's error bound (``extra_steps``)."""
-    readers = graph.consumers()
-    by_output = {op.output: op for op in graph.ops}
-    out_ops: list[ops.Op] = []
-    for op in graph.ops:
-        prev = by_output.get(op.inputs[0]) if op.inputs else None
-        folded = None
-        if (isinstance(prev, ops.Affine) and len(readers.get(prev.output, [])) == 1
-                and prev.output not in graph.outputs and prev in out_ops):
-            n = prev.W.shape[1]
-            common = dict(source=f"{prev.source} + {op.source}", precision=ops.coarsest(prev.precision, op.precision))
-            if type(op) is ops.MulConst and not op.divide and np.size(op.c) in (1, n) and not np.any(prev.slack_abs):
-                k = np.broadcast_to(np.asarray(op.c, dtype=np.float64).reshape(-1), (n,))
-                W = prev.W @ _diag(k) if prev.sparse else prev.W * k[None, :]
-                folded = ops.Affine(prev.inputs, op.output, W=W, b=None if prev.b is None else prev.b * k,
-                                    slack=prev.slack + op.slack, extra_steps=prev.extra_steps + 1, **common)
-            elif type(op) is ops.AddConst and np.size(op.c) in (1, n):
-                c = np.broadcast_to(np.asarray(op.c, dtype=np.float64).reshape(-1), (n,))
-                folded = ops.Affine(prev.inputs, op.output, W=prev.W, b=c.copy() if prev.b is None else prev.b + c,
-                                    **folded_shift(prev, op, c), **common)
-        if folded is not None:
-            out_ops[out_ops.index(prev)] = folded
-            by_output[op.output] = folded
-            continue
-        out_ops.append(op)
-    return Graph(graph.input_name, graph.input_shape, out_ops, list(graph.outputs), name=graph.name)
+    def merge(prev, op):
+        if not isinstance(prev, ops.Affine):
+            return None
+        n = prev.W.shape[1]
+        common = dict(source=f"{prev.source} + {op.source}", precision=ops.coarsest(prev.precision, op.precision))
+        if type(op) is ops.MulConst and not op.divide and np.size(op.c) in (1, n) and not np.any(prev.slack_abs):
+            k = np.broadcast_to(np.asarray(op.c, dtype=np.float64).reshape(-1), (n,))
+            W = prev.W @ _diag(k) if prev.sparse else prev.W * k[None, :]
+            return ops.Affine(prev.inputs, op.output, W=W, b=None if prev.b is None else prev.b * k,
+                              slack=prev.slack + op.slack, extra_steps=prev.extra_steps + 1, **common)
+        if type(op) is ops.AddConst and np.size(op.c) in (1, n):
+            c = np.broadcast_to(np.asarray(op.c, dtype=np.float64).reshape(-1), (n,))
+            return ops.Affine(prev.inputs, op.output, W=prev.W, b=c.copy() if prev.b is None else prev.b + c,
+                              **folded_shift(prev, op, c), **common)
+        return None
+
+    return _merge_into_producer(graph, merge)
 
 
 def _diag(k: np.ndarray):
