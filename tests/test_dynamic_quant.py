@@ -199,3 +199,40 @@ def test_other_uses_of_a_runtime_scale_are_refused(tmp_path):
     onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], ir_version=M.IR_VERSION), str(path))
     with pytest.raises(UnsupportedOperator, match="'odd'.*runtime quantization scale"):
         load_onnx(str(path))
+
+
+def test_op_rules_hold_at_sampled_points():
+    """DynamicQuant alone, on boxes of every kind (both signs, one-signed, narrow enough to pin
+    codes, all-zero possible): onnxruntime's arithmetic (``forward``) stays inside ``interval``,
+    above back-substitution's lower bound, and inside the proof MILP's bounds on ``r − x``."""
+    from vnncomp_qeb.analysis.interval import interval_bounds
+    from vnncomp_qeb.ir.dynamic_quant import DynamicQuant
+    from vnncomp_qeb.ir.graph import Graph
+
+    rng = np.random.default_rng(3)
+    op = DynamicQuant(("x",), "r")
+    graph = Graph("x", (6,), [op], ["r"])
+    for centre, radius in [(0.0, 1.0), (2.0, 0.5), (-1.5, 0.3), (0.7, 1e-3), (0.0, 0.0), (5.0, 1e-5)]:
+        lo = centre + rng.uniform(-1, 1, 6) - radius
+        hi = lo + 2 * radius
+        if radius == 0.0:
+            lo = hi = np.zeros(6)
+        x = rng.uniform(lo, hi, (500, 6))
+        x[:100] = np.where(rng.random((100, 6)) < 0.5, lo, hi)
+        x = x.astype(np.float32).astype(np.float64)
+        x = np.clip(x, lo, hi)
+        r = op.forward(x)
+        olo, ohi = op.interval((lo[None], hi[None]))
+        assert np.all(r >= olo) and np.all(r <= ohi)
+        bounds = {"x": (lo[None], hi[None]), "r": (olo, ohi)}
+        L = rng.normal(size=(1, 4, 6))
+        const = np.zeros((1, 4))
+        (name, Lx), = op.back_substitute(L, bounds, const)
+        assert name == "x" and np.all(r @ L[0].T >= x @ Lx[0].T + const[0] - 1e-12)
+        enc = encode(graph, interval_bounds(graph, lo[None], hi[None], keep_all=True), PROOF)
+        for j in range(6):
+            for sign in (1.0, -1.0):
+                model = enc.model.copy()
+                model.set_objective(np.array([enc.columns["r"][j], enc.columns["x"][j]]), sign * np.array([1.0, -1.0]))
+                res = HighsBackend().solve(model, 5)
+                assert np.all(sign * (r[:, j] - x[:, j]) <= res.bound + 1e-12)
