@@ -7,36 +7,24 @@ linear function of the shared input, so their common part cancels (the *joint* b
 subtracting separately computed bounds of N and Q cannot do.
 
 Batched over boxes: coefficient arrays are (B, rows, n_tensor). Every linear op contributes
-its float32 rounding error (as in :mod:`interval`) as a constant, so bounds stay sound for
-onnxruntime's evaluation.
+its float rounding error as a constant, so bounds stay sound for onnxruntime's evaluation. Each
+op's own ``back_substitute`` rule does the work (docs/design.md §4); this module walks the graph.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from vnncomp_qeb.analysis.interval import TINY, dot_error, elementwise_error
-from vnncomp_qeb.analysis.relax import NONLINEAR, relax
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
+from vnncomp_qeb.ir.op_base import rowdot  # noqa: F401  (re-exported)
+from vnncomp_qeb.numerics import TINY
 
 Bounds = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1)
-
-
-def affine_error(op: ops.Affine, bounds: Bounds) -> np.ndarray:
-    """Bound (B, out) on the rounding error of evaluating ``op`` (γ_n with n + 2 terms)."""
-    mag_in = _mag(bounds, op.inputs[0])
-    return dot_error(op, op.fan_in + op.extra_steps, mag_in @ np.abs(op.W) + (0 if op.b is None else np.abs(op.b)),
-                     _mag(bounds, op.output))
-
-
-def _mag(bounds: Bounds, name: str) -> np.ndarray:
-    lo, hi = bounds[name]
-    return _flat(np.maximum(np.abs(lo), np.abs(hi)))
 
 
 class Relaxations:
@@ -50,26 +38,34 @@ class Relaxations:
         """:func:`affine_error`, once per op (its input bounds are final before any
         back-substitution passes through it)."""
         if id(op) not in self.errors:
-            self.errors[id(op)] = affine_error(op, bounds)
+            self.errors[id(op)] = op.float_error(bounds)
         return self.errors[id(op)]
 
     def get(self, op: ops.Op, bounds: Bounds):
         if id(op) not in self.cache:
             lo, hi = bounds[op.inputs[0]]
             olo, ohi = bounds[op.output]
-            self.cache[id(op)] = tuple(_flat(np.broadcast_to(v, lo.shape)) for v in relax(op, lo, hi, olo, ohi))
+            self.cache[id(op)] = tuple(_flat(np.broadcast_to(v, lo.shape)) for v in op.relaxation(lo, hi, olo, ohi))
         return self.cache[id(op)]
 
 
-def _index_maps(graph: Graph, op: ops.Op) -> list[np.ndarray]:
-    """For a structural op, the flat output positions each input's flat elements land on."""
-    sizes = [int(np.prod(graph.shapes[n], dtype=np.int64)) for n in op.inputs]
-    offsets = np.cumsum([0] + sizes)
-    ids = [np.arange(o, o + s, dtype=np.float64).reshape((1,) + graph.shapes[n])
-           for o, s, n in zip(offsets, sizes, op.inputs)]
-    out = op.forward(*ids).reshape(-1).astype(np.int64)
-    # out[j] = flat id of the source element of output j
-    return [out, offsets]
+class Context:
+    """What an op's back-substitution rule may read besides the bounds: the graph (shapes) and
+    the relaxation cache."""
+
+    def __init__(self, graph: Graph, relaxations: Relaxations):
+        self.graph, self.relaxations = graph, relaxations
+
+    def index_maps(self, op: ops.Op) -> list[np.ndarray]:
+        """For a data movement op, the flat source id of each output element, and the offsets of
+        its inputs in the concatenated flat ids."""
+        graph = self.graph
+        sizes = [int(np.prod(graph.shapes[n], dtype=np.int64)) for n in op.inputs]
+        offsets = np.cumsum([0] + sizes)
+        ids = [np.arange(o, o + s, dtype=np.float64).reshape((1,) + graph.shapes[n])
+               for o, s, n in zip(offsets, sizes, op.inputs)]
+        out = op.forward(*ids).reshape(-1).astype(np.int64)
+        return [out, offsets]
 
 
 def linear_bounds(graph: Graph, bounds: Bounds, relaxations: Relaxations, target: str,
@@ -88,6 +84,7 @@ def linear_bounds(graph: Graph, bounds: Bounds, relaxations: Relaxations, target
     leaves = input_leaves(graph)
     value = np.zeros_like(const)  # concretised parts; const keeps the relaxations' offsets
     leaf_coeffs: list[np.ndarray] = []  # leaves are elementwise in the input: same flat size
+    ctx = Context(graph, relaxations)
     for op in reversed(graph.ops):
         if op.output not in needed or op.output not in lam:
             continue
@@ -96,7 +93,7 @@ def linear_bounds(graph: Graph, bounds: Bounds, relaxations: Relaxations, target
             value = value + _concretise(L, bounds[op.output])
             leaf_coeffs.append(L)
             continue
-        for name, coeff in _back(graph, op, L, bounds, relaxations, const):
+        for name, coeff in op.back_substitute(L, bounds, const, ctx):
             lam[name] = lam[name] + coeff if name in lam else coeff
     if graph.input_name in lam:
         leaf_coeffs.append(lam[graph.input_name])
@@ -117,7 +114,6 @@ def _concretise(L: np.ndarray, box: tuple[np.ndarray, np.ndarray]) -> np.ndarray
     return value - 1e-12 * scale
 
 
-_ELEMENTWISE = (ops.FakeQuant, ops.Round, ops.Clip, ops.Relu)
 
 
 def exact_by_intervals(graph: Graph) -> set[str]:
@@ -137,59 +133,5 @@ def input_leaves(graph: Graph) -> set[str]:
     relaxing them (a rounding band would widen the box by half a step)."""
     if not hasattr(graph, "_leaves"):
         graph._leaves = {op.output for op in graph.ops
-                         if isinstance(op, _ELEMENTWISE) and op.inputs == (graph.input_name,)}
+                         if isinstance(op, ops.Clamp) and op.inputs == (graph.input_name,)}
     return graph._leaves
-
-
-def rowdot(L: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """(B, R) = Σ_n L[b, r, n]·v[b, n] (a batched matrix-vector product; einsum is slower)."""
-    return np.matmul(L, v[:, :, None])[:, :, 0]
-
-
-def _back(graph: Graph, op: ops.Op, L: np.ndarray, bounds: Bounds, relaxations: Relaxations,
-          const: np.ndarray):
-    """Coefficients on ``op``'s inputs for the objective ``L·op.output``; adds to ``const``."""
-    if hasattr(op, "back_substitute"):  # analysis-only ops define their own rule
-        return op.back_substitute(L, bounds, const)
-    if isinstance(op, ops.Affine):
-        err = relaxations.affine_error(op, bounds)
-        if op.b is not None:
-            const += L @ op.b
-        const -= rowdot(np.abs(L), err)
-        B, R, n = L.shape  # one GEMM for the batch (a stacked matmul runs one per box)
-        return [(op.inputs[0], (L.reshape(B * R, n) @ op.W.T).reshape(B, R, -1))]
-    if isinstance(op, NONLINEAR) or getattr(op, "relaxed", False):
-        aL, bL, aU, bU = relaxations.get(op, bounds)
-        Lp = np.maximum(L, 0)
-        Ln = L - Lp
-        const += rowdot(Lp, bL) + rowdot(Ln, bU)
-        Lp *= aL[:, None, :]
-        Ln *= aU[:, None, :]
-        Lp += Ln
-        return [(op.inputs[0], Lp)]
-    # linear elementwise and structural ops: float32 error of arithmetic ones as a constant
-    if isinstance(op, (ops.AddConst, ops.MulConst, ops.Add, ops.Sub)):
-        const -= rowdot(np.abs(L), elementwise_error(op, _mag(bounds, op.output)))
-    shape = graph.shapes[op.output]
-    if isinstance(op, ops.AddConst):
-        const += L @ np.broadcast_to(op.c, shape).reshape(-1)
-        return [(op.inputs[0], L)]
-    if isinstance(op, ops.MulConst):
-        c = np.broadcast_to(np.asarray(op.c, dtype=np.float64), shape).reshape(-1)
-        return [(op.inputs[0], L / c if op.divide else L * c)]
-    if isinstance(op, ops.Add):
-        return [(op.inputs[0], L), (op.inputs[1], L)]
-    if isinstance(op, ops.Sub):
-        return [(op.inputs[0], L), (op.inputs[1], -L)]
-    if isinstance(op, ops.Reshape):
-        return [(op.inputs[0], L)]
-    if isinstance(op, (ops.Concat, ops.Gather)):
-        source, offsets = _index_maps(graph, op)
-        out = []
-        for k, name in enumerate(op.inputs):
-            coeff = np.zeros(L.shape[:2] + (offsets[k + 1] - offsets[k],))
-            pick = (source >= offsets[k]) & (source < offsets[k + 1])
-            np.add.at(coeff, (slice(None), slice(None), source[pick] - offsets[k]), L[:, :, pick])
-            out.append((name, coeff))
-        return out
-    raise NotImplementedError(f"no back-substitution rule for {op.kind}")

@@ -19,9 +19,11 @@ from functools import cached_property
 
 import numpy as np
 
-from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, affine_error, exact_by_intervals, linear_bounds, rowdot
-from vnncomp_qeb.analysis.interval import TINY_OF, UNIT, propagate_op, rounding_band, unit
-from vnncomp_qeb.analysis.relax import clamp_params
+from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, exact_by_intervals, linear_bounds, rowdot
+from vnncomp_qeb.analysis.interval import propagate_op
+from vnncomp_qeb.ir.clamp import apply_relaxation
+from vnncomp_qeb.ir.float_error import rounding_band, unit
+from vnncomp_qeb.numerics import TINY_OF, UNIT
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.ir.twin import Twin, find_twins
@@ -42,10 +44,12 @@ class DiffActivation(ops.Op):
     zq: str = ""
     aq: str = ""
     kind = "DiffActivation"
-    relaxed = True
 
     def forward(self, dz):  # shapes only: the difference graph is never evaluated
         return np.zeros_like(dz)
+
+    def back_substitute(self, L, bounds, const, ctx):
+        return [(self.inputs[0], apply_relaxation(L, const, *ctx.relaxations.get(self, bounds)))]
 
 
 @dataclass(eq=False)
@@ -60,7 +64,7 @@ class _Noise(ops.Op):
     def error(self, bounds: Bounds) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def back_substitute(self, L, bounds, const):
+    def back_substitute(self, L, bounds, const, ctx=None):
         const -= rowdot(np.abs(L), self.error(bounds))
         return [(self.inputs[0], L)]
 
@@ -80,7 +84,7 @@ class Float32Noise(_Noise):
     kind = "Float32Noise"
 
     def error(self, bounds: Bounds) -> np.ndarray:
-        err = sum(affine_error(a, bounds) for a in self.layers)
+        err = sum(a.float_error(bounds) for a in self.layers)
         mag = np.maximum(np.abs(bounds[self.inputs[0]][0]), np.abs(bounds[self.inputs[0]][1]))
         # the subtraction
         return err + UNIT[self.sub_precision] * mag.reshape(mag.shape[0], -1) + TINY_OF[self.sub_precision]
@@ -135,7 +139,7 @@ def _clamp_form(op: ops.Op | tuple | None, lo: np.ndarray, hi: np.ndarray):
             a, b, e = np.clip(a, oa, ob), np.clip(b, oa, ob), e + oe
             lo, hi = np.clip(lo, a, b) - e, np.clip(hi, a, b) + e
         return a, b, e
-    s, a, b, rounding = clamp_params(op)
+    s, a, b, rounding = op.clamp_params()
     if not rounding:  # Relu, Clip: scale 1, exact
         return a, b, 0.0
     s = np.asarray(s, dtype=np.float64)

@@ -23,7 +23,6 @@ import numpy as np
 from vnncomp_qeb.analysis.backsub import Bounds, Relaxations, exact_by_intervals, linear_bounds
 from vnncomp_qeb.analysis.difference import DifferenceAnalysis, difference_graph
 from vnncomp_qeb.analysis.interval import propagate_op
-from vnncomp_qeb.analysis.relax import NONLINEAR, clamp_params
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.ir.twin import find_twins
@@ -45,7 +44,7 @@ def refined_bounds(graph: Graph, lower: np.ndarray, upper: np.ndarray, symbolic:
     relaxations = Relaxations()
     exact = exact_by_intervals(graph)
     for op in graph.ops:
-        if symbolic and (isinstance(op, NONLINEAR) or getattr(op, "relaxes_input", False)) and op.inputs[0] not in exact:
+        if symbolic and (isinstance(op, ops.Clamp) or getattr(op, "relaxes_input", False)) and op.inputs[0] not in exact:
             _refine(graph, bounds, relaxations, op, op.inputs[0])
         bounds[op.output] = propagate_op(op, [bounds[n] for n in op.inputs])
     return bounds, relaxations
@@ -72,7 +71,7 @@ def _unstable(op: ops.Op, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     depend on how tight their input bounds are)."""
     if getattr(op, "relaxes_input", False):  # a smooth function: every neuron's relaxation does
         return np.ones(lo.reshape(lo.shape[0], -1).shape, dtype=bool)
-    s, a, b, _ = clamp_params(op)
+    s, a, b, _ = op.clamp_params()
     s = np.asarray(s, dtype=np.float64)
     kinks = [k for k in (s * a, s * b) if np.all(np.isfinite(k))]
     B = lo.shape[0]

@@ -102,7 +102,7 @@ class DynamicQuant(Nonlinear):
         return (np.maximum(lo - e, np.where(np.isnan(r_lo), -np.inf, r_lo)),
                 np.minimum(hi + e, np.where(np.isnan(r_hi), np.inf, r_hi)))
 
-    def back_substitute(self, L, bounds, const):
+    def back_substitute(self, L, bounds, const, ctx=None):
         lo, hi = (_flat(v) for v in bounds[self.inputs[0]])
         olo, ohi = (_flat(v) for v in bounds[self.output])
         e = noise_bound(lo, hi)[:, None]

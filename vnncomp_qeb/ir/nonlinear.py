@@ -203,7 +203,7 @@ class Smooth(Nonlinear):
             bL, bU = np.where(convex | concave, bL - err, bL), np.where(convex | concave, bU + err, bU)
         return aL, bL, aU, bU
 
-    def back_substitute(self, L, bounds, const):
+    def back_substitute(self, L, bounds, const, ctx=None):
         lo, hi = (_flat(v) for v in bounds[self.inputs[0]])
         olo, ohi = (_flat(v) for v in bounds[self.output])
         aL, bL, aU, bU = self.relaxation(lo, hi, olo, ohi)
@@ -270,7 +270,7 @@ class Compare(Nonlinear):
         yes, no = self._always(*bounds)
         return np.where(yes, 1.0, 0.0), np.where(no, 0.0, 1.0)
 
-    def back_substitute(self, L, bounds, const):
+    def back_substitute(self, L, bounds, const, ctx=None):
         olo, ohi = (_flat(v) for v in bounds[self.output])
         const += _const_terms(L, olo, ohi)
         return []
@@ -302,7 +302,7 @@ class Select(Nonlinear):
         cl, ch = (_flat(v) for v in bounds[self.inputs[0]])
         return cl > 0.5, ch < 0.5
 
-    def back_substitute(self, L, bounds, const):
+    def back_substitute(self, L, bounds, const, ctx=None):
         yes, no = self._decided(bounds)
         olo, ohi = (_flat(v) for v in bounds[self.output])
         open_ = ~(yes | no)
@@ -347,7 +347,7 @@ class Product(Nonlinear):
         with np.errstate(invalid="ignore"):
             return numerics.rounding_error(self.precision, np.abs(y))
 
-    def back_substitute(self, L, bounds, const):
+    def back_substitute(self, L, bounds, const, ctx=None):
         al, ah = (_flat(v) for v in bounds[self.inputs[0]])
         bl, bh = (_flat(v) for v in bounds[self.inputs[1]])
         olo, ohi = (_flat(v) for v in bounds[self.output])
@@ -416,7 +416,7 @@ class Softmax(Nonlinear):
         y_lo, y_hi = self._exact(*bounds)
         return np.maximum(y_lo - kernel_error(self.precision, y_lo), 0.0), np.minimum(y_hi + kernel_error(self.precision, y_hi), 1.0)
 
-    def back_substitute(self, L, bounds, const):
+    def back_substitute(self, L, bounds, const, ctx=None):
         """The smallest ``L·y`` over the exact box *and* the simplex ``Σ y = 1`` of each group
         (a greedy fill, exact for this small LP), less the kernel's float error."""
         lo, hi = self._exact(*bounds[self.inputs[0]])

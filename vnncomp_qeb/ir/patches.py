@@ -73,3 +73,19 @@ def selection(indices: np.ndarray, n_in: int) -> sp.csc_array:
     """The (n_in, n_out) 0/1 matrix picking input ``indices[j]`` for output ``j``."""
     n_out = indices.size
     return sp.csc_array((np.ones(n_out), (indices, np.arange(n_out))), shape=(n_in, n_out))
+
+
+def patch_arrays(W) -> tuple[np.ndarray, np.ndarray]:
+    """(input index, weight) per output and patch position, (out, K), from a sparse (in, out)
+    map; short patches (at the padded border) are filled with weight 0 on their first input."""
+    W = sp.csc_array(W)
+    nnz = np.diff(W.indptr)
+    K = max(int(nnz.max(initial=0)), 1)
+    k = np.arange(K)[None, :]
+    valid = k < nnz[:, None]
+    pos = np.where(valid, W.indptr[:-1, None] + k, 0)
+    if W.nnz == 0:
+        return np.zeros(pos.shape, dtype=np.int64), np.zeros(pos.shape)
+    pos = np.minimum(pos, W.nnz - 1)
+    first = W.indices[np.minimum(W.indptr[:-1], W.nnz - 1)][:, None]
+    return np.where(valid, W.indices[pos], first), np.where(valid, W.data[pos], 0.0)

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vnncomp_qeb.analysis.backsub import Bounds, affine_error
-from vnncomp_qeb.analysis.interval import elementwise_error, rounding_band, unit
-from vnncomp_qeb.analysis.relax import clamp_params
+from vnncomp_qeb.analysis.backsub import Bounds
+from vnncomp_qeb.ir.float_error import rounding_band
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.milp.model import MilpModel
@@ -101,51 +100,13 @@ class _Encoder:
         self.m.add_rows(cols, vals, const - e, const + e)
         return y
 
-    def encode(self, op: ops.Op) -> np.ndarray:  # noqa: C901 - one branch per op kind
-        xs = [self.cols[n].ravel() for n in op.inputs]
-        if hasattr(op, "milp_rows"):  # an op that owns its rules (vnncomp_qeb.ir.nonlinear)
-            return op.milp_rows(self, xs)
-        if isinstance(op, ops.Affine):
-            x = self.cols[op.inputs[0]].reshape(-1, op.W.shape[0])
-            lead = x.shape[0]
-            n_out = op.W.shape[1]
-            if op.sparse:  # a convolution: each row reads its patch only
-                at, vals = _patches(op.W)
-                cols = x[0][at]
-            else:
-                cols = np.repeat(x, n_out, axis=0)  # row (p, j) reads x[p, :]
-                vals = np.tile(op.W.T, (lead, 1))
-            b = np.zeros(n_out) if op.b is None else np.broadcast_to(op.b, (n_out,))
-            err = _flat(affine_error(op, self.bounds))
-            return self.linear(op, [(cols, vals)], np.tile(b, lead), err)
-        lo, hi = self.lohi(op.output)
-        err = elementwise_error(op, np.maximum(np.abs(lo), np.abs(hi)))
-        if isinstance(op, ops.AddConst):
-            return self.linear(op, [(xs[0][:, None], np.ones((xs[0].size, 1)))], _flat(np.broadcast_to(op.c, self.shape(op.output))), err)
-        if isinstance(op, ops.MulConst):
-            c = _flat(np.broadcast_to(op.c, self.shape(op.output)))
-            return self.linear(op, [(xs[0][:, None], (1.0 / c if op.divide else c)[:, None])], 0.0, err)
-        if isinstance(op, (ops.Add, ops.Sub)):
-            sign = 1.0 if isinstance(op, ops.Add) else -1.0
-            n = xs[0].size
-            return self.linear(op, [(xs[0][:, None], np.ones((n, 1))), (xs[1][:, None], np.full((n, 1), sign))], 0.0, err)
-        if isinstance(op, ops.Reshape):
-            return xs[0]
-        if isinstance(op, ops.Gather):
-            return xs[0][op.indices]
-        if isinstance(op, ops.Concat):
-            parts = [self.cols[n].reshape(self.shape(n)) for n in op.inputs]
-            return np.concatenate(parts, axis=op.axis - 1 if op.axis > 0 else op.axis).ravel()
-        if isinstance(op, (ops.Relu, ops.Clip)):
-            _, a, b, _ = clamp_params(op)
-            xl, xu = self.lohi(op.inputs[0])
-            return self.clamp(xs[0], xl, xu, np.full(xl.shape, a, dtype=np.float64), np.full(xl.shape, b, dtype=np.float64))
-        if isinstance(op, (ops.Round, ops.FakeQuant)):
-            return self.rounding(op, xs[0])
-        raise NotImplementedError(f"no MILP encoding for {op.kind}")
+    def encode(self, op: ops.Op) -> np.ndarray:
+        """The output columns of ``op``: the op's own ``milp_rows`` rule."""
+        return op.milp_rows(self, [self.cols[n].ravel() for n in op.inputs])
 
     def rounding(self, op: ops.Op, x: np.ndarray) -> np.ndarray:
-        s, a, b, _ = clamp_params(op)
+        """Columns of the clamped integer code ``clamp(round(x/s), a, b)`` of a rounding op."""
+        s, a, b, _ = op.clamp_params()
         n = x.size
         shape = self.shape(op.inputs[0])
         s = _flat(np.broadcast_to(np.asarray(s, dtype=np.float64), shape))
@@ -168,11 +129,7 @@ class _Encoder:
         self.m.add_rows(np.stack([x, r], axis=1), np.stack([1.0 / s, -np.ones(n)], axis=1), -h_hi, h_lo)
         q = self.clamp(r, rl, ru, a, b)
         self.staircase_cuts(x, q, s, xl, xu, rl, ru, a, b, h_lo, h_hi)
-        if not isinstance(op, ops.FakeQuant):
-            return q
-        lo, hi = self.lohi(op.output)
-        err = unit(op) * np.maximum(np.abs(lo), np.abs(hi))
-        return self.linear(op, [(q[:, None], s[:, None])], 0.0, err)
+        return q
 
     def staircase_cuts(self, x, q, s, xl, xu, rl, ru, a, b, h_lo, h_hi) -> None:
         """Facets of the convex hull of the staircase ``q = clamp(r, a, b)``, ``r`` an integer
@@ -294,21 +251,3 @@ def encode(graph: Graph, bounds: Bounds, mode: str = PROOF, integer_input: bool 
         enc.m.add_rows(np.stack(cols, 1), np.stack(vals, 1), np.broadcast_to(_flat(cut.lo), (n,)),
                        np.broadcast_to(_flat(cut.hi), (n,)))
     return Encoding(enc.m, enc.cols, graph, mode, enc.binaries, enc.stair_cuts)
-
-
-def _patches(W) -> tuple[np.ndarray, np.ndarray]:
-    """(input index, weight) per output and patch position, (out, K), from a sparse (in, out)
-    map; short patches (at the padded border) are filled with weight 0 on their first input."""
-    import scipy.sparse as sp
-
-    W = sp.csc_array(W)
-    nnz = np.diff(W.indptr)
-    K = max(int(nnz.max(initial=0)), 1)
-    k = np.arange(K)[None, :]
-    valid = k < nnz[:, None]
-    pos = np.where(valid, W.indptr[:-1, None] + k, 0)
-    if W.nnz == 0:
-        return np.zeros(pos.shape, dtype=np.int64), np.zeros(pos.shape)
-    pos = np.minimum(pos, W.nnz - 1)
-    first = W.indices[np.minimum(W.indptr[:-1], W.nnz - 1)][:, None]
-    return np.where(valid, W.indices[pos], first), np.where(valid, W.data[pos], 0.0)

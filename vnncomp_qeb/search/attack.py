@@ -15,38 +15,8 @@ from vnncomp_qeb.spec import Case
 
 
 def _backward(op: ops.Op, g: np.ndarray, xs: list[np.ndarray]) -> list[np.ndarray]:
-    """Gradients w.r.t. the op's inputs from the gradient ``g`` of its output (batched)."""
-    if hasattr(op, "backward"):  # an op that owns its rules (vnncomp_qeb.ir.nonlinear)
-        return op.backward(g, xs)
-    if isinstance(op, ops.Affine):
-        return [(g.reshape(g.shape[0], -1) @ op.W.T).reshape(xs[0].shape)]
-    if isinstance(op, ops.AddConst):
-        return [np.broadcast_to(g, xs[0].shape)]
-    if isinstance(op, ops.MulConst):
-        return [g / op.c if op.divide else g * op.c]
-    if isinstance(op, ops.Add):
-        return [g, g]
-    if isinstance(op, ops.Sub):
-        return [g, -g]
-    if isinstance(op, ops.Relu):
-        return [g * (xs[0] > 0)]
-    if isinstance(op, ops.Clip):
-        return [g * ((xs[0] > op.lo) & (xs[0] < op.hi))]
-    if isinstance(op, ops.Round):
-        return [g]
-    if isinstance(op, ops.FakeQuant):
-        code = op.integer(xs[0])
-        return [g * ((code > op.qmin) & (code < op.qmax))]
-    if isinstance(op, ops.Reshape):
-        return [g.reshape(xs[0].shape)]
-    if isinstance(op, ops.Concat):
-        cuts = np.cumsum([x.shape[op.axis] for x in xs])[:-1]
-        return np.split(g, cuts, axis=op.axis)
-    if isinstance(op, ops.Gather):
-        out = np.zeros((g.shape[0], int(np.prod(xs[0].shape[1:]))))
-        np.add.at(out, (slice(None), op.indices), g.reshape(g.shape[0], -1))
-        return [out.reshape(xs[0].shape)]
-    raise NotImplementedError(f"no gradient for {op.kind}")
+    """Gradients w.r.t. the op's inputs from the gradient ``g`` of its output: its own rule."""
+    return op.backward(g, xs)
 
 
 def margin_gradient(graph: Graph, case: Case, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,8 +11,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from vnncomp_qeb.analysis.exact import annotate_exact, is_pow2
-from vnncomp_qeb.analysis.interval import ROUND_ABS, round_rel
+from vnncomp_qeb.analysis.exact import annotate_exact
+from vnncomp_qeb.ir.float_error import ROUND_ABS, round_rel
+from vnncomp_qeb.ir.grid import is_pow2
 from vnncomp_qeb.ir import ops
 from vnncomp_qeb.ir.fuse import normalise
 from vnncomp_qeb.ir.graph import Graph
