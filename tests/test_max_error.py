@@ -84,10 +84,11 @@ def test_milp_phase_keeps_the_bracket(tmp_path, monkeypatch):
     import vnncomp_qeb.isolate as iso
 
     calls = []
-    real = iso.run_isolated
-    monkeypatch.setattr(iso, "run_isolated", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    real = iso.run_isolated_all
+    monkeypatch.setattr(iso, "run_isolated_all", lambda *a, **k: calls.extend(real(*a, **k)) or calls[-len(a[0]):])
     r = max_error(inst, 12.0, log=lambda m: None)
     assert r.lower <= truth <= r.upper, (r.lower, truth, r.upper)
-    # the MILP ran and bounded each side (−inf: that sign cannot reach the lower value at all)
-    assert calls and all(c.status == iso.OK and c.value < np.inf for c in calls)
+    # the MILP ran (both signs of each open output) and bounded each side (−inf: that sign cannot
+    # reach the lower value at all)
+    assert len(calls) >= 2 and all(c.status == iso.OK and c.value < np.inf for c in calls)
     assert r.upper - r.lower < 1e-6  # its dual bounds closed what the root bound left open

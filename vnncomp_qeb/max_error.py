@@ -181,9 +181,10 @@ class _Search:
 
     def milp(self, domain, L: np.ndarray, U: np.ndarray) -> None:
         """The MILP's dual bound on each open output's maximum over the whole region (both signs),
-        the remaining time shared between the outputs whose gap is widest; it only ever lowers
-        ``upper`` (a dual bound of max (±y_i − lower_i) is a certified bound of |y_i| − lower_i)."""
-        from vnncomp_qeb.isolate import OK, run_isolated
+        one solver per core at once, the remaining time shared between the batches of outputs
+        whose gap is widest; it only ever lowers ``upper`` (a dual bound of max (±y_i − lower_i)
+        is a certified bound of |y_i| − lower_i)."""
+        from vnncomp_qeb.isolate import OK, run_isolated_all, usable_cores
         from vnncomp_qeb.milp.backends import backend_chain
 
         chain = backend_chain("highs")
@@ -191,22 +192,26 @@ class _Search:
                        key=lambda i: self.result.outputs[i][0] - self.result.outputs[i][1])
         jobs = [(i, sign) for i in open_ for sign in (1.0, -1.0)]
         side = {}  # (output, sign) -> certified bound of max sign·y_i
-        for k, (i, sign) in enumerate(jobs):
+        cores = max(1, usable_cores())
+        while jobs and chain:
             left = self.deadline - time.monotonic() - 0.5
-            if left <= 1.0 or not chain:
+            if left <= 1.0:
                 break
-            until = time.monotonic() + left / (len(jobs) - k)
-            t = self.result.outputs[i][0]
-            res = run_isolated(_milp_bound, domain.analysis_graph, L[0], U[0], [_side(i, sign, t, self.m)],
-                               isinstance(domain, CodeDomain),
-                               until, chain, deadline=until + 0.5)
-            if res.status == OK and res.value < np.inf:  # −inf: this sign never reaches t
-                side[(i, sign)] = t + res.value
-            if (i, 1.0) in side and (i, -1.0) in side:  # both signs bounded: |y_i| is
-                self.result.outputs[i][1] = float(min(self.result.outputs[i][1],
-                                                      max(side[(i, 1.0)], side[(i, -1.0)], t)))
-                self.result.upper = float(max(self.result.outputs[j][1] for j in self.outputs))
-                self.note()
+            batch, jobs = jobs[:cores], jobs[cores:]
+            until = time.monotonic() + left * len(batch) / (len(batch) + len(jobs))
+            ts = [self.result.outputs[i][0] for i, _ in batch]
+            calls = [(_milp_bound, (domain.analysis_graph, L[0], U[0], [_side(i, sign, t, self.m)],
+                                    isinstance(domain, CodeDomain), until, chain)) for (i, sign), t in zip(batch, ts)]
+            results = run_isolated_all(calls, deadline=until + 0.5)
+            for (i, sign), t, res in zip(batch, ts, results):
+                if res.status == OK and res.value < np.inf:  # −inf: this sign never reaches t
+                    side[(i, sign)] = t + res.value
+            for i in {i for i, _ in batch}:
+                if (i, 1.0) in side and (i, -1.0) in side:  # both signs bounded: |y_i| is
+                    self.result.outputs[i][1] = float(min(self.result.outputs[i][1],
+                                                          max(side[(i, 1.0)], side[(i, -1.0)], self.result.outputs[i][0])))
+            self.result.upper = float(max(self.result.outputs[j][1] for j in self.outputs))
+            self.note()
 
     def _exact(self, x: np.ndarray) -> np.ndarray:
         """|N − Q| per output at single points, as onnxruntime computes it there: the quantity
