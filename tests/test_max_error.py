@@ -90,5 +90,5 @@ def test_milp_phase_keeps_the_bracket(tmp_path, monkeypatch):
     assert r.lower <= truth <= r.upper, (r.lower, truth, r.upper)
     # the MILP ran (both signs of each open output) and bounded each side (−inf: that sign cannot
     # reach the lower value at all)
-    assert len(calls) >= 2 and all(c.status == iso.OK and c.value < np.inf for c in calls)
+    assert len(calls) >= 2 and all(c.status == iso.OK and c.value[0] < np.inf for c in calls)
     assert r.upper - r.lower < 1e-6  # its dual bounds closed what the root bound left open

@@ -204,8 +204,13 @@ class _Search:
                                     isinstance(domain, CodeDomain), until, chain)) for (i, sign), t in zip(batch, ts)]
             results = run_isolated_all(calls, deadline=until + 0.5)
             for (i, sign), t, res in zip(batch, ts, results):
-                if res.status == OK and res.value < np.inf:  # −inf: this sign never reaches t
-                    side[(i, sign)] = t + res.value
+                if res.status != OK:
+                    continue
+                bound, points = res.value
+                if points is not None:  # the solver's incumbents: replayed, they raise lower
+                    self.observe(domain.to_input(points, self.case))
+                if bound < np.inf:  # −inf: this sign never reaches t
+                    side[(i, sign)] = t + bound
             for i in {i for i, _ in batch}:
                 if (i, 1.0) in side and (i, -1.0) in side:  # both signs bounded: |y_i| is
                     self.result.outputs[i][1] = float(min(self.result.outputs[i][1],
@@ -231,12 +236,16 @@ class _Search:
         self.result.upper = float(max(self.result.outputs[i][1] for i in self.outputs))
 
 
-def _milp_bound(graph, L, U, polys, integer_input, deadline, chain) -> float:
-    """In a child: the MILP's certified bound of the largest slack of ``polys`` over the box."""
+def _milp_bound(graph, L, U, polys, integer_input, deadline, chain):
+    """In a child: the MILP's certified bound of the largest slack of ``polys`` over the box, and
+    the points (the solver's incumbents that reach the polytope, or None) for the parent to
+    replay: they raise ``lower`` where onnxruntime confirms them."""
     from vnncomp_qeb.milp.solve import milp_box
 
-    return milp_box(graph, L, U, polys, integer_input=integer_input, deadline=deadline, chain=chain,
-                    check=lambda points: None, search=False).bound
+    points = []
+    bound = milp_box(graph, L, U, polys, integer_input=integer_input, deadline=deadline, chain=chain,
+                     check=lambda p: points.append(p), search=False).bound
+    return bound, (np.vstack(points) if points else None)
 
 
 def max_error(inst: Instance, timeout: float, seed: int = 0,
