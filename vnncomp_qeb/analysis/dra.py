@@ -76,8 +76,6 @@ def _unstable(op: ops.Op, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     kinks = [k for k in (s * a, s * b) if np.all(np.isfinite(k))]
     B = lo.shape[0]
     cross = np.zeros(lo.reshape(B, -1).shape, dtype=bool)
-    if isinstance(op, ops.Round):
-        return cross
     for k in kinks:
         k = np.broadcast_to(k, lo.shape[1:]).reshape(-1)
         cross |= (lo.reshape(B, -1) < k) & (hi.reshape(B, -1) > k)
