@@ -205,6 +205,7 @@ class _Search:
             results = run_isolated_all(calls, deadline=until + 0.5)
             for (i, sign), t, res in zip(batch, ts, results):
                 if res.status != OK:
+                    self.log(f"MILP on output {i} ({'+' if sign > 0 else '−'}): {res.status} {res.message}".rstrip())
                     continue
                 bound, points = res.value
                 if points is not None:  # the solver's incumbents: replayed, they raise lower
