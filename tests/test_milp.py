@@ -351,13 +351,21 @@ def test_parallel_children_stop_when_one_is_enough():
                           enough=lambda r: r.status == OK)
     assert [r.status for r in rs] == [CANCELLED, OK, CANCELLED] and rs[1].value == "woke"
     assert time.monotonic() - t0 < 10
-    # a forked child's resident set starts at the parent's (shared pages count): each child's
-    # share is that plus 300 MB, which the 400 MB hog exceeds though the whole cap would hold it
-    here = psutil.Process().memory_info().rss / 2**20
+    # the cap is shared: each child's share is 300 MB of its own, which the 400 MB hog exceeds
+    # though the whole cap would hold it
     rs = run_isolated_all([(_hog, (400,)), (_sleep, (0.2,))], deadline=time.monotonic() + 10,
-                          memory_mb=2 * (here + 300))
+                          memory_mb=2 * 300)
     assert rs[0].status == OUT_OF_MEMORY and rs[1].status == OK
     assert not psutil.Process().children(recursive=True)
+
+
+def test_a_big_parent_does_not_count_against_its_children():
+    """A forked child maps every page its parent holds (its resident size starts at the parent's):
+    only the memory the child holds of its own counts against its cap."""
+    ballast = np.ones(600 * 2**20 // 8)  # 600 MB resident in this process
+    rs = run_isolated_all([(_sleep, (0.6,)), (_sleep, (0.6,))], deadline=time.monotonic() + 10, memory_mb=2 * 200)
+    assert [r.status for r in rs] == [OK, OK] and all(r.peak_mb < 200 for r in rs)
+    assert ballast.sum() > 0
 
 
 def test_freed_core_gets_a_helper():

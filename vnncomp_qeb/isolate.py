@@ -21,6 +21,7 @@ import psutil
 OK, OUT_OF_TIME, OUT_OF_MEMORY, CRASHED, CANCELLED = "ok", "out_of_time", "out_of_memory", "crashed", "cancelled"
 PROGRESS = "progress"
 POLL_S = 0.02
+MEM_POLL_S = 0.2  # a child's private memory is read this often (reading it costs ~10 ms)
 _REPORT = None  # in a child: the pipe to its parent
 
 
@@ -72,12 +73,24 @@ def _child(conn, fn, args):
         conn.close()
 
 
-def _tree_rss_mb(proc: psutil.Process) -> float:
+def _tree_private_mb(proc: psutil.Process) -> float:
+    """Memory the child and its descendants hold of their own (unique set size). Not the resident
+    size: a forked child maps every page its parent has resident (shared until written), so its
+    RSS starts at the parent's — a parent holding a few GB of bound arrays got its children killed
+    "out of memory" at once."""
     try:
         procs = [proc] + proc.children(recursive=True)
-        return sum(p.memory_info().rss for p in procs) / 2**20
     except psutil.Error:
         return 0.0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_full_info().uss
+        except psutil.AccessDenied:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
 
 
 def _kill_tree(proc: psutil.Process) -> None:
@@ -95,7 +108,7 @@ def _kill_tree(proc: psutil.Process) -> None:
 
 def run_isolated(fn: Callable, *args, deadline: float, memory_mb: float | None = None) -> Isolated:
     """``fn(*args)`` in a forked child, killed at ``deadline`` (time.monotonic) or above
-    ``memory_mb`` resident (child and its children)."""
+    ``memory_mb`` of its own (child and its children: unique set size)."""
     return run_isolated_all([(fn, args)], deadline=deadline, memory_mb=memory_mb)[0]
 
 
@@ -117,6 +130,7 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
 
     def start(fn, args):
         peaks.append(0.0)
+        checked.append(0.0)
         progress.append(None)
         recv, send = ctx.Pipe(duplex=False)
         child = ctx.Process(target=_child, args=(send, fn, args), daemon=True)
@@ -125,6 +139,7 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
         running.append((child, psutil.Process(child.pid), recv))
 
     peaks: list[float] = []
+    checked: list[float] = []  # when each child's memory was last read
     progress: list = []
     for fn, args in calls:
         start(fn, args)
@@ -135,7 +150,7 @@ def run_isolated_all(calls: list[tuple[Callable, tuple]], *, deadline: float, me
                 if results[i] is not None:
                     continue
                 child, proc, recv = running[i]
-                results[i] = _poll(child, proc, recv, cap, deadline, peaks, progress, i)
+                results[i] = _poll(child, proc, recv, cap, deadline, peaks, progress, i, checked)
                 if results[i] is None:
                     continue
                 results, settled = settle(results, i, enough, refill, deadline, start)
@@ -174,7 +189,7 @@ def cancel_rest(results: list) -> list[Isolated]:
 
 
 def _poll(child, proc: psutil.Process, recv, cap: float, deadline: float, peaks: list, progress: list,
-          i: int) -> Isolated | None:
+          i: int, checked: list) -> Isolated | None:
     """The child's outcome if it has one now (or must be stopped), else None; interim results
     go to ``progress[i]``."""
     while recv.poll(0):
@@ -185,10 +200,12 @@ def _poll(child, proc: psutil.Process, recv, cap: float, deadline: float, peaks:
         if status != PROGRESS:
             return Isolated(status, value, message)
         progress[i] = value
-    rss = _tree_rss_mb(proc)
-    peaks[i] = max(peaks[i], rss)
-    if rss > cap:
-        return Isolated(OUT_OF_MEMORY, message=f"{rss:.0f} MB resident > cap {cap:.0f} MB")
+    if time.monotonic() - checked[i] >= MEM_POLL_S:
+        checked[i] = time.monotonic()
+        mem = _tree_private_mb(proc)
+        peaks[i] = max(peaks[i], mem)
+        if mem > cap:
+            return Isolated(OUT_OF_MEMORY, message=f"{mem:.0f} MB of its own > cap {cap:.0f} MB")
     if time.monotonic() >= deadline:
         return Isolated(OUT_OF_TIME, message="deadline reached")
     if not child.is_alive() and not recv.poll(0):
