@@ -171,9 +171,11 @@ class _Search:
             Ls, Us = Ls[~points], Us[~points]
             if Ls.shape[0] == 0:
                 continue
+            parents = np.array([t[4] for t in take])[~points]
             self.observe(domain.to_input((Ls + Us) / 2, self.case))
-            L2, U2 = domain.split(Ls, Us)
-            b2 = self.bound(domain, L2, U2)
+            L2, U2 = domain.split(Ls, Us)  # children: the left halves, then the right halves
+            # a part's bound may come out looser than its box's (other relaxations): keep the better
+            b2 = np.minimum(self.bound(domain, L2, U2), np.vstack([parents, parents]))
             for k in range(L2.shape[0]):
                 heapq.heappush(heap, (-float(b2[k].max()), counter, L2[k], U2[k], b2[k]))
                 counter += 1
