@@ -120,6 +120,27 @@ def test_cnn_twin_bounds_hold(cnn_twins, bn, pc, fmt):
         assert np.all(y >= blo) and np.all(y <= bhi), (mode, (blo - y).max(), (y - bhi).max())
 
 
+@pytest.mark.parametrize("bn, pc, fmt", TWINS)
+def test_cnn_twins_are_paired_layer_by_layer(cnn_twins, bn, pc, fmt):
+    """The differential analysis pairs every CNN twin's layers: a MaxPool (written as picks and
+    ``m + relu(s − m)``) is paired as one window maximum, and a BatchNormalization that stays
+    apart from Q's quantized convolution moves in front of Q's clamps (its scale into Δ)."""
+    from vnncomp_qeb.analysis.dra import cached_difference_graph
+
+    _, twins = cnn_twins
+    graph = normalise(load_instance_graph(twins[(bn, pc, fmt)][2]))
+    dg = cached_difference_graph(graph)
+    assert dg is not None, (bn, pc, fmt)
+    kinds = [op.kind for op in dg.graph.ops]
+    assert ("DiffMaxPool" in kinds) == (bn == "maxpool")
+    # both convolutions, the Gemm, and an AveragePool (a linear layer of its own)
+    assert kinds.count("Float32Noise") == 3 + (bn != "maxpool")
+
+
+def load_instance_graph(path):
+    return load_onnx(path)
+
+
 SCALE = 0.25
 FREE = [7, 14, 21]  # the pixels left free; the others are pinned to one grid point each
 

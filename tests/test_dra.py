@@ -167,3 +167,32 @@ def test_fixed_point_twin_is_analysed_in_float64():
     affine = [op for op in graph.ops if op.kind == "Affine"]
     assert affine and all(op.precision == "float64" for op in affine)
     assert graph.ops[0].precision == "float32"  # the input snap runs on the float32 input
+
+
+def test_a_quantized_input_differs_by_half_a_step():
+    """Q rounds the input N reads as it is: ``δ = x − fq(x)`` is within half a step wherever the box
+    lies inside the quantizer's range (the clamps' ends differ — N has none —, so the range of
+    ``clamp(x) − fq_clamp(x)`` comes from its kinks, not from the ends alone), and the output
+    difference of equal weights is within ``|W|·s/2`` plus float error; sampled points agree."""
+    from vnncomp_qeb.analysis.dra import cached_difference_graph, refined_bounds
+    from vnncomp_qeb.analysis.difference import DifferenceAnalysis
+    from vnncomp_qeb.ir import ops
+    from vnncomp_qeb.ir.graph import Graph
+
+    rng = np.random.default_rng(3)
+    W, s = rng.normal(size=(6, 3)), 1 / 255
+    g = Graph("x", (6,), [ops.Affine(("x",), "n", W=W), ops.FakeQuant(("x",), "xq", scale=np.float64(s),
+                          zero_point=np.float64(0.0), qmin=0.0, qmax=255.0),
+                          ops.Affine(("xq",), "q", W=W), ops.Sub(("n", "q"), "y")], ["y"])
+    dg = cached_difference_graph(g)
+    assert dg is not None
+    lo, hi = rng.uniform(0.2, 0.4, (1, 6)), rng.uniform(0.5, 0.8, (1, 6))
+    b, rel = refined_bounds(g, lo, hi)
+    d_lo, d_hi = DifferenceAnalysis(dg, b, rel).local["δ_in"]
+    assert np.all(d_lo >= -s / 2 - 1e-6) and np.all(d_hi <= s / 2 + 1e-6)
+    y_lo, y_hi = difference_bounds(g, lo, hi, "diff")
+    half = np.abs(W).sum(axis=0) * s / 2
+    assert np.all(y_hi <= half * 1.01 + 1e-6) and np.all(y_lo >= -half * 1.01 - 1e-6)  # + float32 error
+    x = rng.uniform(lo, hi, size=(2000, 6))
+    y = g.evaluate(x)
+    assert np.all(y >= y_lo) and np.all(y <= y_hi)

@@ -43,6 +43,13 @@ class DiffActivation(ops.Op):
     a: str = ""
     zq: str = ""
     aq: str = ""
+    shape: tuple = ()  # per-sample shape of z (lays out the constants of affine steps in a chain)
+    # the input is Δ' = (zk·z + zc) − (qk·ẑ + qc): each chain's affine steps (a BatchNormalization
+    # after Q's quantized convolution) moved in front of its clamps (flat per element, or scalars)
+    zk: object = 1.0
+    zc: object = 0.0
+    qk: object = 1.0
+    qc: object = 0.0
     kind = "DiffActivation"
 
     def forward(self, dz):  # shapes only: the difference graph is never evaluated
@@ -75,16 +82,81 @@ class _Noise(ops.Op):
 
 
 @dataclass(eq=False)
+class DiffMaxPool(ops.Op):
+    """``max_w(a) − max_w(â)`` over each pooling window ``w`` of the activations' difference ``δ``
+    (the single input): exactly ``δ_k`` where one element ``k`` is the largest in both branches
+    on the whole box, else within ``[min_w δ, max_w δ]`` (with ``k = argmax a``:
+    ``max a − max â ≤ a_k − â_k``; with ``j = argmax â``: ``≥ a_j − â_j``) and within the pools'
+    own bounds. onnxruntime's MaxPool returns one of the window's values: no float error.
+    Analysis only."""
+
+    windows: np.ndarray = None  # (outputs, K): flat indices of each window in the pool's input
+    a: str = ""
+    aq: str = ""
+    m: str = ""
+    mq: str = ""
+    kind = "DiffMaxPool"
+
+    def forward(self, d):  # shapes only
+        return np.zeros((d.shape[0], self.windows.shape[0]))
+
+    def _picks(self, bounds: Bounds, name: str):
+        lo, hi = bounds[name]
+        return lo.reshape(lo.shape[0], -1)[:, self.windows], hi.reshape(hi.shape[0], -1)[:, self.windows]
+
+    def _dominant(self, bounds: Bounds) -> np.ndarray:
+        """(B, outputs): a window element that is the largest in both branches on the box, or −1."""
+        both = None
+        for name in (self.a, self.aq):
+            lo, hi = self._picks(bounds, name)  # (B, outputs, K)
+            order = np.argsort(hi, axis=2)
+            top = np.take_along_axis(hi, order[..., -1:], axis=2)
+            second = np.take_along_axis(hi, order[..., -2:-1], axis=2) if hi.shape[2] > 1 else np.full_like(top, -np.inf)
+            others = np.where(np.arange(hi.shape[2]) == order[..., -1:], second, top)  # largest of the others
+            dom = lo >= others
+            both = dom if both is None else both & dom
+        return np.where(both.any(axis=2), np.argmax(both, axis=2), -1)
+
+    def propagate(self, bounds: Bounds):
+        dlo, dhi = self._picks(bounds, self.inputs[0])
+        k = self._dominant(bounds)
+        kk = np.maximum(k, 0)[..., None]
+        lo = np.where(k >= 0, np.take_along_axis(dlo, kk, axis=2)[..., 0], dlo.min(axis=2))
+        hi = np.where(k >= 0, np.take_along_axis(dhi, kk, axis=2)[..., 0], dhi.max(axis=2))
+        (ml, mu), (ql, qu) = ((v.reshape(v.shape[0], -1) for v in bounds[t]) for t in (self.m, self.mq))
+        return np.maximum(lo, ml - qu), np.minimum(hi, mu - ql)
+
+    def back_substitute(self, L, bounds, const, ctx=None):
+        lo, hi = (v.reshape(v.shape[0], -1) for v in bounds[self.output])
+        k = self._dominant(bounds)
+        exact = k >= 0
+        Lx = np.where(exact[:, None, :], L, 0.0)  # exact outputs pass δ_k through
+        Lc = L - Lx  # the others: their interval
+        with np.errstate(invalid="ignore"):
+            const += (np.where(Lc > 0, Lc * lo[:, None, :], 0.0) + np.where(Lc < 0, Lc * hi[:, None, :], 0.0)).sum(axis=2)
+        n_in = int(self.windows.max()) + 1
+        src = bounds[self.inputs[0]][0]
+        n_in = max(n_in, int(np.prod(src.shape[1:])))
+        coeff = np.zeros(L.shape[:2] + (n_in,))
+        idx = self.windows[np.arange(self.windows.shape[0])[None, :], np.maximum(k, 0)]  # (B, outputs)
+        for b in range(L.shape[0]):  # one scatter per box (boxes differ in which outputs are exact)
+            cols = np.flatnonzero(exact[b])
+            np.add.at(coeff[b], (slice(None), idx[b, cols]), Lx[b][:, cols])
+        return [(self.inputs[0], coeff)]
+
+
+@dataclass(eq=False)
 class Float32Noise(_Noise):
     """``Δz + e`` where ``|e|`` bounds the float error of computing the paired affine layers
     (and the final subtraction) separately, as onnxruntime does."""
 
     layers: tuple = ()
+    scales: tuple = (1.0, 1.0)  # each layer's error counts scaled (the layer's chain's affine factor)
     sub_precision: str = "float32"
     kind = "Float32Noise"
 
     def error(self, bounds: Bounds) -> np.ndarray:
-        err = sum(a.float_error(bounds) for a in self.layers)
+        err = sum(np.abs(k) * a.float_error(bounds) for a, k in zip(self.layers, self.scales))
         mag = np.maximum(np.abs(bounds[self.inputs[0]][0]), np.abs(bounds[self.inputs[0]][1]))
         # the subtraction
         return err + UNIT[self.sub_precision] * mag.reshape(mag.shape[0], -1) + TINY_OF[self.sub_precision]
@@ -127,18 +199,8 @@ class DynamicNoise(_Noise):
         return np.asarray(abs(self.layer.W).sum(axis=0)).reshape(-1)
 
 
-def _clamp_form(op: ops.Op | tuple | None, lo: np.ndarray, hi: np.ndarray):
-    """(a, b, e): the op (or chain of ops) is within ``e`` of ``clamp(x, a, b)`` (real units) on
-    [lo, hi]."""
-    if op is None:
-        return -np.inf, np.inf, 0.0
-    if isinstance(op, tuple):  # clamps compose, errors add (a clamp is 1-Lipschitz)
-        a, b, e = -np.inf, np.inf, 0.0
-        for o in op:
-            oa, ob, oe = _clamp_form(o, lo, hi)
-            a, b, e = np.clip(a, oa, ob), np.clip(b, oa, ob), e + oe
-            lo, hi = np.clip(lo, a, b) - e, np.clip(hi, a, b) + e
-        return a, b, e
+def _clamp_form(op: ops.Op, lo: np.ndarray, hi: np.ndarray):
+    """(a, b, e): the clamp-like op is within ``e`` of ``clamp(x, a, b)`` (real units) on [lo, hi]."""
     s, a, b, rounding = op.clamp_params()
     if not rounding:  # Relu, Clip: scale 1, exact
         return a, b, 0.0
@@ -149,34 +211,89 @@ def _clamp_form(op: ops.Op | tuple | None, lo: np.ndarray, hi: np.ndarray):
     return s * a, s * b, e
 
 
-def _inexact(op: DiffActivation, bounds: Bounds) -> np.ndarray:
-    """(B, n) bool: neurons whose δ relaxation is not exact from the z and ẑ bounds alone."""
+def _chain_form(op: ops.Op | tuple | None, lo: np.ndarray, hi: np.ndarray, shape: tuple):
+    """(k, c, a, b, e): the activation (one op, a chain of them, or None) is within ``e`` of
+    ``clamp(k·x + c, a, b)`` (real units, per element of the flat tensor) for x in [lo, hi] (B, n).
+    Clamps compose and their errors add (a clamp is 1-Lipschitz); an elementwise affine step
+    (a BatchNormalization's scale and shift) moves into ``k, c`` and the clamp's ends."""
+    k, c, a, b, e = 1.0, 0.0, -np.inf, np.inf, 0.0
+    chain = () if op is None else op if isinstance(op, tuple) else (op,)
+    for o in chain:
+        u_lo, u_hi = np.minimum(k * lo, k * hi) + c, np.maximum(k * lo, k * hi) + c
+        v_lo, v_hi = np.clip(u_lo, a, b) - e, np.clip(u_hi, a, b) + e  # the chain's value so far
+        if isinstance(o, ops.AddConst):
+            d = np.broadcast_to(np.asarray(o.c, dtype=np.float64), shape).reshape(-1)
+            c, a, b = c + d, a + d, b + d
+            e = e + o.step_error(np.maximum(np.abs(v_lo + d), np.abs(v_hi + d)))
+        elif isinstance(o, ops.MulConst):
+            m = np.broadcast_to(np.asarray(o.c, dtype=np.float64), shape).reshape(-1)
+            m = 1.0 / m if o.divide else m
+            with np.errstate(invalid="ignore"):  # 0·inf where m = 0: the value is 0 there
+                na, nb = np.where(m >= 0, m * a, m * b), np.where(m >= 0, m * b, m * a)
+            na, nb = np.where(m == 0, 0.0, na), np.where(m == 0, 0.0, nb)
+            k, c, a, b = m * k, m * c, na, nb
+            e = np.abs(m) * e + o.step_error(np.maximum(np.abs(m * v_lo), np.abs(m * v_hi)))
+        else:
+            oa, ob, oe = _clamp_form(o, v_lo, v_hi)
+            a, b, e = np.clip(a, oa, ob), np.clip(b, oa, ob), e + oe
+    return k, c, a, b, e
+
+
+def chain_affine(act, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(k, c), flat: the affine steps of an activation chain composed (``k·x + c``), the clamps
+    in between moving only their ends (:func:`_chain_form`)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    k, c = np.ones(n), np.zeros(n)
+    for o in () if act is None else act if isinstance(act, tuple) else (act,):
+        if isinstance(o, ops.AddConst):
+            c = c + np.broadcast_to(np.asarray(o.c, dtype=np.float64), shape).reshape(-1)
+        elif isinstance(o, ops.MulConst):
+            m = np.broadcast_to(np.asarray(o.c, dtype=np.float64), shape).reshape(-1)
+            m = 1.0 / m if o.divide else m
+            k, c = m * k, m * c
+    return k, c
+
+
+def _transformed(op: DiffActivation, bounds: Bounds):
+    """Bounds (flat) of ``z' = zk·z + zc``, ``ẑ' = qk·ẑ + qc`` and of the input ``Δ' = z' − ẑ'``
+    (where ``bounds`` lacks it: from the first two), and the clamp ends and errors of both chains
+    (each chain within ``e`` of ``clamp(z', a, b)``)."""
     flat = lambda v: v.reshape(v.shape[0], -1)  # noqa: E731
     zl, zu = (flat(v) for v in bounds[op.z])
     ql, qu = (flat(v) for v in bounds[op.zq])
-    a, b, _ = _clamp_form(op.act, zl, zu)
-    qa, qb, _ = _clamp_form(op.qact, ql, qu)
+    shape = op.shape or zl.shape[1:]
+    _, _, a, b, e_n = _chain_form(op.act, zl, zu, shape)
+    _, _, qa, qb, e_q = _chain_form(op.qact, ql, qu, shape)
+    sort = lambda lo, hi, k, c: (np.minimum(k * lo, k * hi) + c, np.maximum(k * lo, k * hi) + c)  # noqa: E731
+    zl, zu = sort(zl, zu, np.asarray(op.zk), np.asarray(op.zc))
+    ql, qu = sort(ql, qu, np.asarray(op.qk), np.asarray(op.qc))
+    dl, du = (flat(v) for v in bounds[op.inputs[0]]) if op.inputs[0] in bounds else (zl - qu, zu - ql)
+    return (zl, zu), (ql, qu), (dl, du), (a, b, e_n), (qa, qb, e_q)
+
+
+def _inexact(op: DiffActivation, bounds: Bounds) -> np.ndarray:
+    """(B, n) bool: neurons whose δ relaxation is not exact from the z and ẑ bounds alone."""
+    (zl, zu), (ql, qu), _, (a, b, _), (qa, qb, _) = _transformed(op, bounds)
     both_linear = (zl >= a) & (zu <= b) & (ql >= qa) & (qu <= qb) & (np.broadcast_to(a == qa, zl.shape))
     both_flat = ((zu <= a) & (qu <= qa)) | ((zl >= b) & (ql >= qb))
     return ~(both_linear | both_flat)
 
 
 def _diff_relaxation(op: DiffActivation, bounds: Bounds):
-    """``(aL, bL, aU, bU)`` with ``aL·Δz + bL ≤ δ ≤ aU·Δz + bU`` (flat, batched)."""
+    """``(aL, bL, aU, bU)`` with ``aL·Δ' + bL ≤ δ ≤ aU·Δ' + bU`` (flat, batched), in the chains'
+    affine coordinates (``Δ'`` is the op's input; see :class:`DiffActivation`)."""
     flat = lambda v: v.reshape(v.shape[0], -1)  # noqa: E731
-    zl, zu = (flat(v) for v in bounds[op.z])
-    ql, qu = (flat(v) for v in bounds[op.zq])
-    dl, du = (flat(v) for v in bounds[op.inputs[0]])
-    a, b, e_n = _clamp_form(op.act, zl, zu)
-    qa, qb, e_q = _clamp_form(op.qact, ql, qu)
+    (zl, zu), (ql, qu), (dl, du), (a, b, e_n), (qa, qb, e_q) = _transformed(op, bounds)
     a, b, qa, qb = (np.broadcast_to(v, zl.shape) for v in (a, b, qa, qb))
-    # g(z) − ĝ(ẑ) = [g(z) − g(ẑ)] + [g(ẑ) − ĝ(ẑ)]; the second part is monotone in ẑ when the
-    # lower clamps agree, so its range is that of its end values
+    # g(z) − ĝ(ẑ) = [g(z) − g(ẑ)] + [g(ẑ) − ĝ(ẑ)]; the second part is piecewise linear in ẑ with
+    # kinks at the four clamp ends: its range over [ql, qu] is that of its values at the ends of
+    # the interval and at the kinks inside it
     g = lambda v, lo_, hi_: np.clip(v, lo_, hi_)  # noqa: E731
-    h_l, h_u = g(ql, a, b) - g(ql, qa, qb), g(qu, a, b) - g(qu, qa, qb)
-    same_lower = a == qa
-    c_lo = np.where(same_lower, np.minimum(h_l, h_u), -np.inf)
-    c_hi = np.where(same_lower, np.maximum(h_l, h_u), np.inf)
+    at = np.stack([np.clip(v, ql, qu) for v in (ql, qu, a, b, qa, qb)])
+    with np.errstate(invalid="ignore"):  # ∞ − ∞ on an unbounded ẑ: no bound there
+        h = g(at, a, b) - g(at, qa, qb)
+    c_lo, c_hi = h.min(axis=0), h.max(axis=0)
+    c_lo, c_hi = np.where(np.isnan(c_lo), -np.inf, c_lo), np.where(np.isnan(c_hi), np.inf, c_hi)
     # g(z) − g(ẑ) with z − ẑ = Δz: exactly Δz, 0, or between min(0, Δz) and max(0, Δz)
     linear = (zl >= a) & (zu <= b) & (ql >= a) & (qu <= b)
     flat_low = (zu <= a) & (qu <= a)
@@ -218,9 +335,65 @@ def _diff_relaxation(op: DiffActivation, bounds: Bounds):
             np.where(use_const, 0.0, aU), np.where(use_const, const_hi, bU))
 
 
+def _is_chain_op(op: ops.Op) -> bool:
+    """An op an activation chain may hold: a clamp or rounding, or an elementwise affine step
+    (a BatchNormalization's scale and shift; not a cast: a branch's output cast is kept apart)."""
+    return isinstance(op, _ACTS) or (isinstance(op, (ops.MulConst, ops.AddConst)) and not isinstance(op, ops.CastFloat))
+
+
+def _chain(branch: list[ops.Op], i: int, src: str):
+    """(the activation chain starting at ``branch[i]`` reading ``src`` — None, one op or a tuple —,
+    index after it, its output)."""
+    chain = []
+    while i < len(branch) and _is_chain_op(branch[i]) and branch[i].inputs[0] == src:
+        chain.append(branch[i])
+        src = branch[i].output
+        i += 1
+    return (None if not chain else chain[0] if len(chain) == 1 else tuple(chain)), i, src
+
+
+@dataclass(frozen=True, eq=False)
+class _Pool:
+    """A MaxPool as the loader writes it (``m ← m + relu(s − m)`` over each window's picks):
+    the window elements' flat input indices (outputs, K), its ops, its output tensor."""
+
+    windows: np.ndarray
+    ops: tuple
+    output: str
+
+
+def _is_pick(op: ops.Op, src: str) -> bool:
+    W = getattr(op, "W", None)
+    return (isinstance(op, ops.Affine) and op.inputs == (src,) and op.b is None and op.sparse
+            and W.nnz == W.shape[1] and np.array_equal(W.indptr, np.arange(W.shape[1] + 1)) and np.all(W.data == 1))
+
+
+def _pool(branch: list[ops.Op], i: int, src: str):
+    """(_Pool, index after it) when ``branch[i:]`` is a MaxPool of ``src``, else None."""
+    if i >= len(branch) or not _is_pick(branch[i], src):
+        return None
+    picks, used, m = [branch[i]], [branch[i]], branch[i].output
+    i += 1
+    while len(branch) - i >= 4:
+        s_, gap, up, mx = branch[i:i + 4]
+        if not (_is_pick(s_, src) and isinstance(gap, ops.Sub) and gap.inputs == (s_.output, m)
+                and isinstance(up, ops.Relu) and up.inputs == (gap.output,)
+                and isinstance(mx, ops.Add) and mx.inputs == (m, up.output)):
+            break
+        picks.append(s_)
+        used += [s_, gap, up, mx]
+        m = mx.output
+        i += 4
+    if len(picks) < 2:
+        return None
+    windows = np.stack([np.asarray(p.W.indices, dtype=np.int64) for p in picks], axis=1)
+    return _Pool(windows, tuple(used), m), i
+
+
 def _stack(branch: list[ops.Op]):
     """[(Affine, activation — one op, a tuple of chained ones, or None —, runtime quantizer in
-    front or None)] of a plain layer stack, or None."""
+    front or None, MaxPool after the activation or None, activation after the pool or None)] of
+    a plain layer stack, or None."""
     from vnncomp_qeb.ir.dynamic_quant import DynamicQuant
 
     layers, i = [], 0
@@ -229,23 +402,32 @@ def _stack(branch: list[ops.Op]):
         i += pre is not None
         if i >= len(branch) or not isinstance(branch[i], ops.Affine) or (pre and branch[i].inputs[0] != pre.output):
             return None
-        chain, last = [], branch[i]
-        while i + 1 + len(chain) < len(branch) and isinstance(branch[i + 1 + len(chain)], _ACTS):
-            nxt = branch[i + 1 + len(chain)]
-            if nxt.inputs[0] != last.output:
-                return None
-            chain.append(nxt)
-            last = nxt
-        act = None if not chain else chain[0] if len(chain) == 1 else tuple(chain)
-        layers.append((branch[i], act, pre))
-        i += 1 + len(chain)
+        affine = branch[i]
+        act, i, out = _chain(branch, i + 1, affine.output)
+        pool, post = _pool(branch, i, out), None
+        if pool is not None:
+            pool, i = pool
+            post, i, _ = _chain(branch, i, pool.output)
+        layers.append((affine, act, pre, pool, post))
     return layers
 
 
-def _last(layer) -> ops.Op:
-    """The op whose output is the layer's output."""
-    act = layer[1]
-    return act[-1] if isinstance(act, tuple) else (act or layer[0])
+def _has_affine(act) -> bool:
+    """The activation chain holds an elementwise affine step."""
+    return any(isinstance(o, (ops.MulConst, ops.AddConst)) for o in (() if act is None else act if isinstance(act, tuple) else (act,)))
+
+
+def _act_out(affine: ops.Affine, act) -> str:
+    """The tensor an affine map followed by its activation chain (or None) computes."""
+    return (act[-1] if isinstance(act, tuple) else (act or affine)).output
+
+
+def _out(layer) -> str:
+    """The tensor a layer computes."""
+    affine, act, _, pool, post = layer
+    if pool is None:
+        return _act_out(affine, act)
+    return post[-1].output if isinstance(post, tuple) else (post.output if post is not None else pool.output)
 
 
 def _reads(layer) -> str:
@@ -270,19 +452,34 @@ def _layers(twin: Twin):
     n_layers, q_layers = _stack(f_ops), _stack(q_ops)
     if not n_layers or not q_layers or len(n_layers) != len(q_layers) or n_layers[-1][1] is not None:
         return None
-    if any(layer[2] is not None for layer in n_layers):
+    if n_layers[-1][3] is not None or any(layer[2] is not None for layer in n_layers):
         return None
-    for (fa, *_), (qa, *_) in zip(n_layers, q_layers):
-        if fa.W.shape != qa.W.shape:
+    for (fa, f_act, _, f_pool, f_post), (qa, q_act, q_pre, q_pool, q_post) in zip(n_layers, q_layers):
+        if fa.W.shape != qa.W.shape or (f_pool is None) != (q_pool is None):
+            return None
+        # affine steps move in front of a chain only where nothing else scales that layer's Δ
+        if _has_affine(f_post) or _has_affine(q_post) or (q_pre is not None and _has_affine(q_act)):
+            return None
+        if f_pool is not None and not np.array_equal(f_pool.windows, q_pool.windows):
             return None
     source = q_input.inputs[0] if q_input is not None else _reads(q_layers[0])
     if _reads(n_layers[0]) != source:
         return None
-    out = lambda layer: _last(layer).output  # noqa: E731
     for k in range(1, len(n_layers)):  # each layer reads the previous one's output
-        if _reads(n_layers[k]) != out(n_layers[k - 1]) or _reads(q_layers[k]) != out(q_layers[k - 1]):
+        if _reads(n_layers[k]) != _out(n_layers[k - 1]) or _reads(q_layers[k]) != _out(q_layers[k - 1]):
             return None
     return q_input, n_layers, q_layers, out_casts
+
+
+def _scaled(W, k: np.ndarray):
+    """``W`` with each output column ``j`` scaled by ``k[j]`` (sparse patch form kept sparse)."""
+    if np.all(k == 1.0):
+        return W
+    if isinstance(W, np.ndarray):
+        return W * k[None, :]
+    import scipy.sparse as sp
+
+    return sp.csc_array(W.multiply(k[None, :]))
 
 
 class DifferenceGraph:
@@ -305,24 +502,30 @@ class DifferenceGraph:
             shapes[zero.output] = shapes[act.output] = shapes[x]
             new_ops += [zero, act]
             delta = act.output
-        for k, ((fa, f_act, _), (qa, q_act, q_pre)) in enumerate(zip(n_layers, q_layers)):
+        for k, ((fa, f_act, _, f_pool, f_post), (qa, q_act, q_pre, q_pool, q_post)) in enumerate(zip(n_layers, q_layers)):
             new_ops.append(fa)
             if f_act is not None:
                 new_ops += list(f_act) if isinstance(f_act, tuple) else [f_act]
-            bias = (0 if fa.b is None else fa.b) - (0 if qa.b is None else qa.b)
+            # Δ' = (zk·z + zc) − (qk·ẑ + qc): each chain's affine steps moved in front of it (both
+            # 1 and 0 unless a BatchNormalization follows a quantized convolution in one branch)
+            zk, zc = chain_affine(f_act, shapes[fa.output])
+            qk, qc = chain_affine(q_act, shapes[fa.output])
+            n_out = fa.W.shape[1]
+            bias = (zk * (0 if fa.b is None else np.broadcast_to(fa.b, (n_out,))) + zc
+                    - qk * (0 if qa.b is None else np.broadcast_to(qa.b, (n_out,))) - qc)
             # virtual ops (nothing computes them): float64; Float32Noise carries the real errors
-            own = ops.Affine(fa.inputs, f"Δlin{k}", W=fa.W - qa.W, b=np.broadcast_to(bias, (fa.W.shape[1],)).copy(),
-                             precision="float64")
+            own = ops.Affine(fa.inputs, f"Δlin{k}", W=_scaled(fa.W, zk) - _scaled(qa.W, qk),
+                             b=np.broadcast_to(bias, (n_out,)).copy(), precision="float64")
             shapes[own.output] = shapes[fa.output]
             new_ops.append(own)
             dz = own.output
             if delta is not None:
-                carried = ops.Affine((delta,), f"Δcarry{k}", W=qa.W, b=None, precision="float64")
+                carried = ops.Affine((delta,), f"Δcarry{k}", W=_scaled(qa.W, qk), b=None, precision="float64")
                 total = ops.Add((own.output, carried.output), f"Δsum{k}", precision="float64")
                 shapes[carried.output] = shapes[total.output] = shapes[fa.output]
                 new_ops += [carried, total]
                 dz = total.output
-            noise = Float32Noise((dz,), f"Δz{k}", layers=(fa, qa), sub_precision=twin.sub.precision)
+            noise = Float32Noise((dz,), f"Δz{k}", layers=(fa, qa), scales=(zk, qk), sub_precision=twin.sub.precision)
             shapes[noise.output] = shapes[fa.output]
             new_ops.append(noise)
             dz = noise.output
@@ -333,10 +536,27 @@ class DifferenceGraph:
                 dz = noise.output
             if q_act is not None or f_act is not None:  # None: that side is the identity
                 act = DiffActivation((dz,), f"δ{k}", act=f_act, qact=q_act, z=fa.output,
-                                     a=_last((fa, f_act)).output, zq=qa.output, aq=_last((qa, q_act)).output)
+                                     a=_act_out(fa, f_act), zq=qa.output, aq=_act_out(qa, q_act),
+                                     shape=tuple(shapes[fa.output]), zk=zk, zc=zc, qk=qk, qc=qc)
                 shapes[act.output] = shapes[fa.output]
                 new_ops.append(act)
                 dz = act.output
+            if f_pool is not None:  # max(a) − max(â) over each window, then the chains after it
+                new_ops += list(f_pool.ops)
+                pool = DiffMaxPool((dz,), f"δpool{k}", windows=f_pool.windows, a=_act_out(fa, f_act),
+                                   aq=_act_out(qa, q_act), m=f_pool.output, mq=q_pool.output)
+                shapes[pool.output] = shapes[f_pool.output]
+                new_ops.append(pool)
+                dz = pool.output
+                if f_post is not None:
+                    new_ops += list(f_post) if isinstance(f_post, tuple) else [f_post]
+                if f_post is not None or q_post is not None:
+                    act = DiffActivation((dz,), f"δpost{k}", act=f_post, qact=q_post, z=f_pool.output,
+                                         a=_out((fa, f_act, None, f_pool, f_post)), zq=q_pool.output,
+                                         aq=_out((qa, q_act, None, q_pool, q_post)), shape=tuple(shapes[f_pool.output]))
+                    shapes[act.output] = shapes[f_pool.output]
+                    new_ops.append(act)
+                    dz = act.output
             delta = dz
         for k, cast in enumerate(out_casts):  # N − cast(Q) = (N − Q) + (Q − cast(Q)), and so for N
             noise = CastNoise((dz,), f"δ_out{k}", cast=cast)
@@ -384,13 +604,13 @@ class DifferenceAnalysis:
                 continue  # float branch and shared ops: already bounded
             if isinstance(op, DiffActivation):
                 dz = op.inputs[0]
-                zl, zu = bounds[op.z]
-                ql, qu = bounds[op.zq]
+                # Δ' = z' − ẑ' lies within the difference of their bounds (the chains' coordinates)
+                (zl, zu), (ql, qu), *_ = _transformed(op, bounds)
                 old_lo, old_hi = local[dz]
                 shape = old_lo.shape
                 B = shape[0]
-                new_lo = np.maximum(old_lo, zl - qu).reshape(B, -1)
-                new_hi = np.minimum(old_hi, zu - ql).reshape(B, -1)
+                new_lo = np.maximum(old_lo.reshape(B, -1), zl - qu)
+                new_hi = np.minimum(old_hi.reshape(B, -1), zu - ql)
                 # refine Δz only where the δ relaxation depends on it (not exact), per box
                 mine = _inexact(op, bounds) & (dz not in exact)
                 rows = np.flatnonzero(mine.any(axis=0))
@@ -404,7 +624,7 @@ class DifferenceAnalysis:
                 dlo, dhi = (v.reshape(v.shape[0], -1) for v in local[dz])
                 local[op.output] = ((np.minimum(aL * dlo, aL * dhi) + bL).reshape(shape),
                                     (np.maximum(aU * dlo, aU * dhi) + bU).reshape(shape))
-            elif isinstance(op, _Noise):
+            elif isinstance(op, (_Noise, DiffMaxPool)):
                 local[op.output] = op.propagate(local)
             else:
                 local[op.output] = propagate_op(op, [local[n] for n in op.inputs])

@@ -52,15 +52,19 @@ def difference_cuts(graph: Graph, bounds, relaxations) -> list[Cut]:
     local = analysis.local
     cuts: list[Cut] = []
     for op in dg.graph.ops:
-        if op.kind == "DiffActivation":
+        if op.kind == "DiffActivation" and op.z != op.zq:  # (Q's input quantizer: its band rows say it all)
+            # the op's input is Δ' = (zk·z + zc) − (qk·ẑ + qc) (1 and 0 unless a chain has affine steps)
             noise = dg.graph.producer[op.inputs[0]]
-            cuts.append(Cut((op.z, op.zq), (1.0, -1.0), *local[noise.output]))
+            zk, qk = np.asarray(op.zk, dtype=np.float64), np.asarray(op.qk, dtype=np.float64)
+            off = np.asarray(op.zc, dtype=np.float64) - np.asarray(op.qc, dtype=np.float64)
+            d_lo, d_hi = local[noise.output]
+            cuts.append(Cut((op.z, op.zq), (zk, -qk), d_lo.reshape(-1) - off, d_hi.reshape(-1) - off))
             if op.a != op.z or op.aq != op.zq:
                 cuts.append(Cut((op.a, op.aq), (1.0, -1.0), *local[op.output]))
                 aL, bL, aU, bU = (v[0] for v in analysis.rel.get(op, local))
-                # the relation holds for the computed z − ẑ (what the columns are), so no noise term
-                cuts.append(Cut((op.a, op.aq, op.z, op.zq), (1.0, -1.0, -aL, aL), lo=bL))
-                cuts.append(Cut((op.a, op.aq, op.z, op.zq), (1.0, -1.0, -aU, aU), hi=bU))
+                # the relation holds for the computed z, ẑ (what the columns are), so no noise term
+                cuts.append(Cut((op.a, op.aq, op.z, op.zq), (1.0, -1.0, -aL * zk, aL * qk), lo=bL + aL * off))
+                cuts.append(Cut((op.a, op.aq, op.z, op.zq), (1.0, -1.0, -aU * zk, aU * qk), hi=bU + aU * off))
     return cuts
 
 
