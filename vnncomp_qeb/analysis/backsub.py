@@ -1,10 +1,10 @@
 """Linear bounds by back-substitution through the whole graph (CROWN / DeepPoly style).
 
-A linear objective ``C·t`` on some tensor ``t`` is pushed backwards op by op to the input,
-relaxing each nonlinear op with :mod:`relax`, then concretised over the input box. On a twin
-the objective can be the difference ``N − Q`` itself: both branches are substituted into one
-linear function of the shared input, so their common part cancels (the *joint* bound), which
-subtracting separately computed bounds of N and Q cannot do.
+A linear objective ``C·t`` on some tensor ``t`` is pushed backwards op by op to the input, each
+op by its own rule (``back_substitute``: nonlinear ops through their linear relaxation), then
+concretised over the input box. On a twin the objective can be the difference ``N − Q`` itself:
+both branches are substituted into one linear function of the shared input, so their common part
+cancels (the *joint* bound), which subtracting separately computed bounds of N and Q cannot do.
 
 Batched over boxes: coefficient arrays are (B, rows, n_tensor). Every linear op contributes
 its float rounding error as a constant, so bounds stay sound for onnxruntime's evaluation. Each
