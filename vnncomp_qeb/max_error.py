@@ -34,6 +34,7 @@ MILP_DIMS = 12  # more free inputs than this: the MILP gets the time branch and 
 SPLIT_SHARE = 0.5
 BATCH = 64  # boxes bounded per DRA call
 REPLAYS = 8  # candidate points replayed per round
+GRACE_S = 2.0  # a MILP child may overrun its solver's time limit by this much
 
 
 @dataclass
@@ -196,7 +197,7 @@ class _Search:
         side = {}  # (output, sign) -> certified bound of max sign·y_i
         cores = max(1, usable_cores())
         while jobs and chain:
-            left = self.deadline - time.monotonic() - 0.5
+            left = self.deadline - time.monotonic() - GRACE_S
             if left <= 1.0:
                 break
             batch, jobs = jobs[:cores], jobs[cores:]
@@ -204,12 +205,15 @@ class _Search:
             ts = [self.result.outputs[i][0] for i, _ in batch]
             calls = [(_milp_bound, (domain.analysis_graph, L[0], U[0], [_side(i, sign, t, self.m)],
                                     isinstance(domain, CodeDomain), until, chain)) for (i, sign), t in zip(batch, ts)]
-            results = run_isolated_all(calls, deadline=until + 0.5)
+            # the solver stops itself at ``until``; the watchdog allows for an overrun, and a child
+            # it stops still hands over the last bound it reported
+            results = run_isolated_all(calls, deadline=min(until + GRACE_S, self.deadline))
             for (i, sign), t, res in zip(batch, ts, results):
                 if res.status != OK:
                     self.log(f"MILP on output {i} ({'+' if sign > 0 else '−'}): {res.status} {res.message}".rstrip())
-                    continue
-                bound, points = res.value
+                    if res.progress is None:
+                        continue
+                bound, points = res.value if res.status == OK else res.progress
                 if points is not None:  # the solver's incumbents: replayed, they raise lower
                     self.observe(domain.to_input(points, self.case))
                 if bound < np.inf:  # −inf: this sign never reaches t
@@ -243,11 +247,13 @@ def _milp_bound(graph, L, U, polys, integer_input, deadline, chain):
     """In a child: the MILP's certified bound of the largest slack of ``polys`` over the box, and
     the points (the solver's incumbents that reach the polytope, or None) for the parent to
     replay: they raise ``lower`` where onnxruntime confirms them."""
+    from vnncomp_qeb.isolate import report
     from vnncomp_qeb.milp.solve import milp_box
 
     points = []
     bound = milp_box(graph, L, U, polys, integer_input=integer_input, deadline=deadline, chain=chain,
-                     check=lambda p: points.append(p), search=False).bound
+                     check=lambda p: points.append(p), search=False,
+                     progress=lambda b: report((b, None))).bound  # kept if the watchdog stops it
     return bound, (np.vstack(points) if points else None)
 
 
