@@ -134,10 +134,7 @@ class DiffMaxPool(ops.Op):
         Lc = L - Lx  # the others: their interval
         with np.errstate(invalid="ignore"):
             const += (np.where(Lc > 0, Lc * lo[:, None, :], 0.0) + np.where(Lc < 0, Lc * hi[:, None, :], 0.0)).sum(axis=2)
-        n_in = int(self.windows.max()) + 1
-        src = bounds[self.inputs[0]][0]
-        n_in = max(n_in, int(np.prod(src.shape[1:])))
-        coeff = np.zeros(L.shape[:2] + (n_in,))
+        coeff = np.zeros(L.shape[:2] + (int(np.prod(bounds[self.inputs[0]][0].shape[1:])),))
         idx = self.windows[np.arange(self.windows.shape[0])[None, :], np.maximum(k, 0)]  # (B, outputs)
         for b in range(L.shape[0]):  # one scatter per box (boxes differ in which outputs are exact)
             cols = np.flatnonzero(exact[b])
