@@ -151,5 +151,6 @@ def test_freed_core_searches_the_open_share(tmp_path, monkeypatch):
     lines: list[str] = []
     out = P.verify(inst, 40, log=lines.append, settings=P.Settings(milp_workers=2))
     assert out.verdict == "sat" and out.stage == "milp" and out.replay.ok
-    assert any("[helper 1] neighbourhood search: witness" in line for line in lines), lines
+    assert any(line.split("] milp: ")[-1].startswith("[helper 1] ") and "search: witness" in line
+               for line in lines), lines
     assert time.monotonic() - t0 < 30

@@ -2,7 +2,7 @@
 Q(x)_i|`` over a property's input region, per output and overall, that narrows as time goes.
 
 - ``lower`` is attained: an input of the region where onnxruntime, on the original file(s), shows
-  that difference (sampling, gradient and coordinate ascent on |N − Q|, then the midpoints of the
+  that difference (sampling, gradient ascent and local search on |N − Q|, then the midpoints of the
   worst boxes, each replayed).
 - ``upper`` is sound by the same rules as ``unsat``: the DRA's bounds over a set of boxes that
   covers the region; branch and bound splits the box with the largest bound first (on snapped
@@ -24,8 +24,9 @@ from vnncomp_qeb.analysis.dra import difference_bounds
 from vnncomp_qeb.errors import SpecError
 from vnncomp_qeb.io.instance import Instance
 from vnncomp_qeb.io.replay import input_type, joint_output, snap_into_box
-from vnncomp_qeb.search.attack import coordinate_search, pgd
+from vnncomp_qeb.search.attack import pgd
 from vnncomp_qeb.search.domains import CodeDomain, domain_for
+from vnncomp_qeb.search.moves import grid_values, iterated_search
 from vnncomp_qeb.search.sampling import best_candidates, box_points
 from vnncomp_qeb.spec import Case, Polytope
 
@@ -133,15 +134,21 @@ class _Search:
         yq = y[np.concatenate([v.index for v in spec.outputs_of(q)])]
         return yn - yq
 
-    def falsify(self) -> None:
+    def falsify(self, domain, L: np.ndarray, U: np.ndarray) -> None:
+        """Raise ``lower``: samples, gradient ascent, then the local search over the input grid
+        (in the domain's coordinates: codes where the input is snapped)."""
         points = box_points(self.case.lower, self.case.upper, SAMPLES, self.rng)
         self.observe(points)
         starts, _ = best_candidates(self.inst.graph, self.target, points, 8)
         visited = pgd(self.inst.graph, self.target, starts, 20, self.rng)
         self.observe(visited)
         until = min(self.deadline, time.monotonic() + 0.1 * max(self.deadline - time.monotonic(), 0))
-        for x0 in best_candidates(self.inst.graph, self.target, visited, 2)[0]:
-            self.observe(coordinate_search(self.inst.graph, self.target, x0, deadline=until))
+        integer = isinstance(domain, CodeDomain)
+        starts = domain.from_input(best_candidates(self.inst.graph, self.target, visited, 16)[0])
+        x, _, _ = iterated_search(domain.graph, self.target.margin, np.round(starts) if integer else starts,
+                                  grid_values(L[0], U[0], integer), until, self.rng,
+                                  lambda p: self.observe(domain.to_input(p, self.case)))  # never stops it
+        self.observe(domain.to_input(x[None], self.case))
         self.note()
 
     def bound(self, domain, L: np.ndarray, U: np.ndarray) -> np.ndarray:
@@ -262,9 +269,9 @@ def max_error(inst: Instance, timeout: float, seed: int = 0,
     """The certified interval of max |N − Q| over the instance's region within ``timeout`` s."""
     start = time.monotonic()
     s = _Search(inst, start + max(timeout, 0.0), log, seed)
-    s.falsify()
     domain = domain_for(inst.graph, s.dtype)
     L, U = domain.initial(s.case)
+    s.falsify(domain, L, U)
     wide = int(np.sum(U[0] > L[0])) > MILP_DIMS
     # wide regions: branch and bound first, then the MILP's dual bounds on the open outputs
     s.refine(domain, L, U,

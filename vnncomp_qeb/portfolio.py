@@ -32,7 +32,8 @@ from vnncomp_qeb.io.results import SAT, TIMEOUT, UNKNOWN, UNSAT, counterexample
 from vnncomp_qeb.isolate import CANCELLED, OK, OUT_OF_TIME, report, run_isolated_all, usable_cores
 from vnncomp_qeb.milp.backends import backend_chain
 from vnncomp_qeb.milp.solve import milp_box
-from vnncomp_qeb.search.attack import coordinate_search, pgd
+from vnncomp_qeb.search.attack import pgd
+from vnncomp_qeb.search.moves import grid_values, iterated_search
 from vnncomp_qeb.search.domains import CodeDomain, domain_for
 from vnncomp_qeb.search.sampling import best_candidates, box_points
 from vnncomp_qeb.spec import Case
@@ -45,8 +46,9 @@ DRA_CALL_S = 0.25  # target seconds per call: the deadline is checked between ca
 SPLIT_DIMS = 12  # inputs with more free dimensions than this get the MILP after a short split
 SPLIT_SHARE = 0.1  # share of the remaining budget the split gets before the MILP takes over
 SAMPLES, ATTACK_STARTS, ATTACK_STEPS = 4096, 8, 20
-SEARCH_SHARE = 0.05  # most of the budget the coordinate search may take
-SEEDS_PER_POLYTOPE = 2  # falsifier points handed to the MILP's witness search
+LOCAL_STARTS = 16  # best falsifier points the local search may start from
+SEARCH_SHARE = 0.05  # most of the budget the local search over the input grid may take
+SEEDS_PER_POLYTOPE = 8  # falsifier points handed to the MILP's witness search
 HELPER_MIN_S = 5.0  # least time left for a freed core to start a witness-search helper
 
 
@@ -83,15 +85,18 @@ MILP_DEADLINE_ARG = 6  # position of ``deadline`` among _milp_child's arguments 
 
 
 def _milp_child(graph, domain, case: Case, L, U, integer_input, deadline, backend, verbose, starts, seed,
-                prove=True, t0=None, tag=""):
+                prove=True, t0=None, tag="", whole: Case | None = None):
     """In the child: the MILP over one box; candidate witnesses are screened by the reference
     evaluator and sent back for the parent to replay in onnxruntime. ``starts``: the falsifier's
-    best input points, where the witness search begins; ``prove=False``: the search alone.
+    best input points, where the witness search begins; ``prove=False``: the search alone;
+    ``whole``: the case ``case`` is a share of (its local search hunts witnesses of any polytope).
     Progress goes to stderr as it happens (each polytope's outcome; every line with --verbose)."""
+    whole = whole or case
+
     def screen(points):
-        x = domain.to_input(points, case)
+        x = domain.to_input(points, whole)
         y = domain.graph.evaluate(points) if integer_input else graph.evaluate(x)
-        return x if case.margin(y)[0] >= -1e-9 * (1 + np.abs(y).max()) else None
+        return x if whole.margin(y)[0] >= -1e-9 * (1 + np.abs(y).max()) else None
 
     lines: list[str] = []  # not streaming: the parent logs them when the child is done
 
@@ -106,13 +111,13 @@ def _milp_child(graph, domain, case: Case, L, U, integer_input, deadline, backen
     res = milp_box(domain.analysis_graph, L, U, case.polytopes, integer_input=integer_input, deadline=deadline,
                    chain=backend_chain(backend), check=screen, log=log,
                    starts=None if starts is None else domain.from_input(starts), seed=seed, prove=prove,
-                   progress=report)
+                   progress=report, hunt=whole.polytopes)
     return res.proven, res.found, res.bound, lines
 
 
 # the MILP's progress lines shown without --verbose: each polytope's outcome, the search's start
 # and a witness it finds
-_PROGRESS = ("polytope", "witness search on", "neighbourhood search: witness")
+_PROGRESS = ("polytope", "witness search on", "neighbourhood search: witness", "local search: witness")
 
 
 class _Run:
@@ -173,14 +178,19 @@ class _Run:
             found = self.try_points(case, visited, "attack")
             if found or self.out_of_time():
                 return found
-            # exact-margin coordinate ascent from the best points (sees through rounding)
-            until = time.monotonic() + SEARCH_SHARE * (self.deadline - time.monotonic())
-            for x0 in best_candidates(self.inst.graph, case, visited, 2)[0]:
-                climbed = coordinate_search(self.inst.graph, case, x0, deadline=until)
-                visited = np.vstack([visited, climbed])
-                found = self.try_points(case, climbed, "attack")
-                if found or self.out_of_time():
-                    return found
+            # exact-margin local search over the input grid (sees through rounding), in codes
+            # where the input is snapped
+            domain = domain_for(self.inst.graph, input_type(self.inst))
+            L, U = domain.initial(case)
+            integer = isinstance(domain, CodeDomain)
+            starts = domain.from_input(best_candidates(self.inst.graph, case, visited, LOCAL_STARTS)[0])
+            x, _, found = iterated_search(
+                domain.graph, case.margin, np.round(starts) if integer else starts, grid_values(L[0], U[0], integer),
+                time.monotonic() + SEARCH_SHARE * (self.deadline - time.monotonic()), self.rng,
+                lambda points: self.try_points(case, domain.to_input(points, case), "attack"))
+            if found or self.out_of_time():
+                return found
+            visited = np.vstack([visited, domain.to_input(x[None], case)])
             # the best points for each unsafe polytope: where the MILP's witness search starts
             y = self.inst.graph.evaluate(visited)
             top = [np.argsort(-p.margin(y))[:SEEDS_PER_POLYTOPE] for p in case.polytopes]
@@ -321,7 +331,7 @@ class _Run:
         def call(share: Case, seed: int, prove: bool = True, tag: str = ""):
             return (_milp_child, (self.inst.graph, domain, share, L[0], U[0], integer_input, deadline,
                                   self.settings.backend, self.settings.verbose, starts, seed, prove,
-                                  self.start if self.settings.stream and not self.settings.ray else None, tag))
+                                  self.start if self.settings.stream and not self.settings.ray else None, tag, case))
 
         def refill(results):
             # a share proven early frees its core: a helper searches the open shares for witnesses

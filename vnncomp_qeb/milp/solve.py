@@ -23,10 +23,12 @@ from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.milp.backends import INFEASIBLE, Backend, solve_with_fallback
 from vnncomp_qeb.milp.encode import PROOF, WITNESS, Cut, Encoding, encode
 from vnncomp_qeb.milp.neighbourhood import neighbourhood_search
+from vnncomp_qeb.search.moves import grid_values, iterated_search
 from vnncomp_qeb.spec import Polytope
 
 PROOF_TOL = 1e-6  # the dual bound must clear 0 by this (relative to the objective's scale)
 PROOF_SHARE = 0.5  # of the box's time for the proof model; the witness search gets the rest
+LOCAL_SHARE = 0.75  # of the witness search's time for the local search, before the MILP neighbourhoods
 
 
 @dataclass
@@ -87,7 +89,8 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
              integer_input: bool, deadline: float, chain: list[Backend],
              check: Callable[[np.ndarray], object], stop=None, log: Callable[[str], None] = lambda m: None,
              use_cuts: bool = True, starts: np.ndarray | None = None, search: bool = True,
-             seed: int = 0, prove: bool = True, progress: Callable[[float], None] | None = None) -> BoxResult:
+             seed: int = 0, prove: bool = True, progress: Callable[[float], None] | None = None,
+             hunt: list[Polytope] | None = None) -> BoxResult:
     """Decide the polytopes over one box (domain coordinates). ``check`` replays candidate input
     points (rows of an array) and returns its outcome (not None) for a confirmed witness.
 
@@ -97,7 +100,10 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
     (points in domain coordinates, e.g. the falsifier's best) and the proof model's incumbents.
     With ``prove=False`` (a helper on a core another share left free) only the search runs.
     ``progress`` is told the certified bound of the polytopes so far (the interval bound for
-    those not reached yet) whenever it improves: a caller that stops this early keeps it."""
+    those not reached yet) whenever it improves: a caller that stops this early keeps it.
+    ``hunt``: the polytopes the local search that opens the witness search aims at (default: the
+    open ones; a share of a case passes all of the case's, since any witness settles it, and
+    ``check`` must then accept a point in any of them)."""
     bounds, relaxations = refined_bounds(graph, lower[None].astype(np.float64), upper[None].astype(np.float64))
     if prove:
         cuts = difference_cuts(graph, bounds, relaxations) if use_cuts else []
@@ -153,6 +159,21 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
         tell(result.bound)
     if unproven and time.monotonic() < deadline - 0.1:
         log(f"witness search on {len(unproven)} open polytope(s) for {deadline - time.monotonic():.0f}s")
+        # the local search first (seconds of cheap exact moves), the MILP neighbourhoods from its end
+        start = np.vstack(seeds)
+        values = grid_values(lower, upper, integer_input)
+        aims = hunt or [polytopes[i] for i in unproven]
+        stats: dict = {}
+        x, m, found = iterated_search(graph, lambda y: np.max([p.margin(y) for p in aims], axis=0),
+                                      np.round(start) if integer_input else start, values,
+                                      time.monotonic() + LOCAL_SHARE * (deadline - time.monotonic()),
+                                      np.random.default_rng(seed), check, stats)
+        if found is not None:
+            log(f"local search: witness after {stats['climbs']} climbs (margin {m:.6g})")
+            result.found = found
+            return result
+        log(f"local search: {stats.get('climbs', 0)} climbs, best margin {m:.6g}")
+        seeds.insert(0, x[None])
         witness = encode(graph, bounds, WITNESS, integer_input)
         targets = [(_with_objective(witness, polytopes[i], y_lo, y_hi)[0], polytopes[i]) for i in unproven]
         result.found = neighbourhood_search(witness, targets, np.vstack(seeds), integer_input=integer_input,

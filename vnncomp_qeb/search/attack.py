@@ -67,35 +67,3 @@ def pgd(graph: Graph, case: Case, x0: np.ndarray, steps: int = 20, rng: np.rando
         x = np.clip(x + step * np.sign(g), lo, hi)
         visited.append(x)
     return np.vstack(visited)
-
-
-def coordinate_search(graph: Graph, case: Case, x0: np.ndarray, rounds: int = 20,
-                      deadline: float | None = None) -> np.ndarray:
-    """Greedy ascent over box corners per coordinate, on the exact margin (no gradient needed,
-    so it sees through rounding). Each round scores moving every coordinate to either end of
-    the box, then takes all improving moves at once if that beats the best single move.
-    Returns the points it moved through."""
-    import time
-
-    lo, hi = case.lower, case.upper
-    n = lo.size
-    x = np.clip(np.asarray(x0, dtype=np.float64), lo, hi)
-    best = case.margin(graph.evaluate(x[None]))[0]
-    visited = [x]
-    for _ in range(rounds):
-        if deadline is not None and time.monotonic() > deadline:
-            break
-        cand = np.tile(x, (2 * n, 1))
-        idx = np.arange(n)
-        cand[idx, idx] = lo
-        cand[n + idx, idx] = hi
-        m = case.margin(graph.evaluate(cand))
-        gain = np.maximum(m[:n], m[n:]) - best
-        if gain.max() <= 0:
-            break
-        combined = np.where(gain > 0, np.where(m[:n] >= m[n:], lo, hi), x)
-        single = cand[int(np.argmax(m))]
-        mc = case.margin(graph.evaluate(combined[None]))[0]
-        x, best = (combined, mc) if mc > m.max() else (single, m.max())
-        visited.append(x)
-    return np.vstack(visited)
