@@ -168,7 +168,8 @@ class _Run:
         return Outcome(SAT, counterexample(self.inst.spec, r.x, r.y), r, stage, f"witness margin {r.margin:.3g}")
 
     def falsify(self) -> Outcome | None:
-        for case in self.inst.cases:
+        domain = domain_for(self.inst.graph, input_type(self.inst))
+        for k, case in enumerate(self.inst.cases):
             points = box_points(case.lower, case.upper, SAMPLES, self.rng)
             found = self.try_points(case, points, "sampling")
             if found or self.out_of_time():
@@ -179,18 +180,23 @@ class _Run:
             if found or self.out_of_time():
                 return found
             # exact-margin local search over the input grid (sees through rounding), in codes
-            # where the input is snapped
-            domain = domain_for(self.inst.graph, input_type(self.inst))
+            # where the input is snapped; not where the DRA over the whole box proves the case
             L, U = domain.initial(case)
-            integer = isinstance(domain, CodeDomain)
-            starts = domain.from_input(best_candidates(self.inst.graph, case, visited, LOCAL_STARTS)[0])
-            x, _, found = iterated_search(
-                domain.graph, case.margin, np.round(starts) if integer else starts, grid_values(L[0], U[0], integer),
-                time.monotonic() + SEARCH_SHARE * (self.deadline - time.monotonic()), self.rng,
-                lambda points: self.try_points(case, domain.to_input(points, case), "attack"))
-            if found or self.out_of_time():
-                return found
-            visited = np.vstack([visited, domain.to_input(x[None], case)])
+            try:
+                self.certified[id(case)] = self.root_slack_bound(domain, case, L, U)
+            except Exception:  # noqa: BLE001 - the proof stage meets it again and reports it
+                pass
+            if self.certified.get(id(case), np.inf) >= 0:
+                integer = isinstance(domain, CodeDomain)
+                starts = domain.from_input(best_candidates(self.inst.graph, case, visited, LOCAL_STARTS)[0])
+                share = SEARCH_SHARE * (self.deadline - time.monotonic()) / (len(self.inst.cases) - k)
+                x, _, found = iterated_search(
+                    domain.graph, case.margin, np.round(starts) if integer else starts,
+                    grid_values(L[0], U[0], integer), time.monotonic() + share, self.rng,
+                    lambda points: self.try_points(case, domain.to_input(points, case), "attack"))
+                if found or self.out_of_time():
+                    return found
+                visited = np.vstack([visited, domain.to_input(x[None], case)])
             # the best points for each unsafe polytope: where the MILP's witness search starts
             y = self.inst.graph.evaluate(visited)
             top = [np.argsort(-p.margin(y))[:SEEDS_PER_POLYTOPE] for p in case.polytopes]
@@ -396,7 +402,8 @@ class _Run:
         """Split first; hand wide boxes to the MILP after the split's share."""
         domain = domain_for(self.inst.graph, input_type(self.inst))
         L, U = domain.initial(case)
-        self.certified[id(case)] = self.root_slack_bound(domain, case, L, U)
+        if id(case) not in self.certified:  # (falsification computed it)
+            self.certified[id(case)] = self.root_slack_bound(domain, case, L, U)
         free = int(np.sum(U[0] > L[0]))
         use_milp = self.settings.milp and free > SPLIT_DIMS and backend_chain(self.settings.backend)
         until = (time.monotonic() + SPLIT_SHARE * (self.deadline - time.monotonic())) if use_milp else self.deadline

@@ -5,7 +5,9 @@ and single-coordinate ascent stalls on the plateaus that rounding makes. With ev
 random subset fixed at the best point so far, the MILP solves in seconds and finds the best
 joint move of that subset; repeated, it climbs much further. Measured on QEBVerif's MNIST twins
 (90 s): P1 Q4 id3236, polytope N − Q ≥ 2, margin −0.57 by coordinate search, −0.21 by this
-search; P2 Q4 id5656 ε = 2, a witness where coordinate search stopped at −0.31.
+search; P2 Q4 id5656 ε = 2, a witness where coordinate search stopped at −0.31. The iterated
+local search of :mod:`vnncomp_qeb.search.moves` now runs first (it finds both of these in
+seconds); this search continues from its best point.
 
 Each accepted move is scored by the reference evaluator, never by the solver's objective, and
 the caller's ``check`` (an onnxruntime replay, in the end) decides whether a point is a witness.

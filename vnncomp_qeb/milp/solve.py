@@ -3,10 +3,11 @@
 For each unsafe polytope ``A·y ≤ b`` the model maximises the smallest slack ``s = min_k (b_k − A_k·y)``:
 - proof model (widened bands, float32 slack): a dual bound ``< −tol`` proves the polytope
   unreachable from the box; a timeout still leaves a certified upper bound on ``s``;
-- once a polytope is left unproven, the witness model (exact rows; ties excluded unless the
-  rounding's input is exact, where the band breaks them as onnxruntime does) is searched around
-  the best points known (:mod:`vnncomp_qeb.milp.neighbourhood`); its points go to the caller for
-  an onnxruntime replay.
+- once a polytope is left unproven, the local search over the input grid
+  (:mod:`vnncomp_qeb.search.moves`) climbs from the best points known, then the witness model
+  (exact rows; ties excluded unless the rounding's input is exact, where the band breaks them as
+  onnxruntime does) is searched around its best point (:mod:`vnncomp_qeb.milp.neighbourhood`);
+  their points go to the caller for an onnxruntime replay.
 """
 
 from __future__ import annotations
