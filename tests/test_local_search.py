@@ -101,3 +101,20 @@ def test_iterated_search_without_a_witness_returns_its_best(tmp_path):
                                   time.monotonic() + 1.0, np.random.default_rng(0), lambda p: calls.append(p))
     assert found is None and not calls
     assert m == pytest.approx(case.margin(dom.graph.evaluate(x[None]))[0], abs=1e-12) and m <= -0.01 + 1e-9
+
+
+def test_a_move_table_past_its_deadline_leaves_the_rest_unscored(tmp_path, monkeypatch):
+    """On a large network one table of moves takes seconds: past the deadline the moves not yet
+    scored are −inf (never chosen), those scored are exact."""
+    import vnncomp_qeb.search.moves as moves
+
+    inst, dom = _case(tmp_path, _twin(tmp_path / "t.onnx", 3, 4), np.full(N_IN, -2.0), 1.0)
+    case = inst.spec.cases[0]
+    L, U = dom.initial(case)
+    values = grid_values(L[0], U[0], True)
+    scorer = MoveScorer(dom.graph, case.margin)
+    full = scorer.moves(L[0], values)
+    monkeypatch.setattr(moves, "CHUNK", 3 * N_IN)  # batches of 3 moves
+    part = scorer.moves(L[0], values, deadline=time.monotonic() - 1).reshape(-1)
+    assert np.all(np.isfinite(part[:3])) and np.all(np.isneginf(part[3:]))
+    assert np.allclose(part[:3], full.reshape(-1)[:3], rtol=0, atol=1e-12)

@@ -54,13 +54,16 @@ class MoveScorer:
         """Margins (B,) of whole points (B, n)."""
         return self.margin(self.graph.evaluate(x))
 
-    def moves(self, x: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """(K, n): the margin of ``x`` with input ``j`` set to ``values[k, j]``."""
+    def moves(self, x: np.ndarray, values: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """(K, n): the margin of ``x`` with input ``j`` set to ``values[k, j]`` (−inf for the
+        moves not scored by ``deadline``: on a large network one table takes seconds)."""
         K, n = values.shape
-        out = np.empty(K * n)
+        out = np.full(K * n, -np.inf)
         flat_vals, cols = values.reshape(-1), np.tile(np.arange(n), K)
         step = max(1, CHUNK // max(1, n))  # batches that stay in cache run faster than one big one
         for s in range(0, K * n, step):
+            if deadline is not None and s and time.monotonic() > deadline:
+                break
             X = np.repeat(x[None], min(step, K * n - s), axis=0)
             X[np.arange(X.shape[0]), cols[s:s + step]] = flat_vals[s:s + step]
             out[s:s + step] = self.full(X)
@@ -76,7 +79,7 @@ def climb(scorer: MoveScorer, x: np.ndarray, m: float, values: np.ndarray, deadl
     while time.monotonic() < deadline:
         # the ends and the neighbours on the grid (a larger set costs more than it finds)
         options = np.vstack([lo, hi, np.maximum(x - 1, lo), np.minimum(x + 1, hi)]) if values.shape[0] > 4 else values
-        M = scorer.moves(x, options)
+        M = scorer.moves(x, options, deadline)
         k = np.argmax(M, axis=0)
         gain = M[k, cols] - m
         if gain.max() <= 0:
