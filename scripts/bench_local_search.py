@@ -26,7 +26,7 @@ from vnncomp_qeb.milp.encode import WITNESS, encode  # noqa: E402
 from vnncomp_qeb.milp.neighbourhood import neighbourhood_search  # noqa: E402
 from vnncomp_qeb.milp.solve import _with_objective  # noqa: E402
 from vnncomp_qeb.search.domains import CodeDomain, domain_for  # noqa: E402
-from vnncomp_qeb.search.moves import grid_values, iterated_search  # noqa: E402
+from vnncomp_qeb.search.moves import iterated_search  # noqa: E402
 from vnncomp_qeb.search.sampling import box_points  # noqa: E402
 
 
@@ -40,12 +40,11 @@ def run(model: str, spec: str, seconds: float, seed: int) -> tuple[str, str]:
     pts = box_points(case.lower, case.upper, 4096, rng)
     pts = pts[np.argsort(-case.margin(inst.graph.evaluate(pts)))[:16]]
     starts = dom.from_input(pts)
-    starts = np.round(starts) if integer else starts
     g = dom.analysis_graph
     out = []
     # the local search
     t0 = time.monotonic()
-    x, m, found = iterated_search(g, case.margin, starts, grid_values(L[0], U[0], integer), t0 + seconds,
+    x, m, found = iterated_search(g, case.margin, starts, L[0], U[0], integer, t0 + seconds,
                                   np.random.default_rng(seed))
     out.append(f"{time.monotonic() - t0:6.1f} s" if found else f"  {m:+.3f}")
     # the MILP neighbourhoods on every polytope (the witness model built first, not timed)

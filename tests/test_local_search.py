@@ -10,10 +10,8 @@ import time
 import numpy as np
 import pytest
 
-import models as M
-from test_neighbourhood import N_IN, _case, _twin
+from test_neighbourhood import N_IN, _case, _near_maximum, _twin
 from vnncomp_qeb.io.instance import load_instance
-from vnncomp_qeb.io.replay import replay
 from vnncomp_qeb.io.vnnlib_writer import error_bound_v1
 from vnncomp_qeb.search.domains import domain_for
 from vnncomp_qeb.search.moves import MoveScorer, climb, grid_values, iterated_search
@@ -64,23 +62,10 @@ def test_a_climb_ends_where_no_single_move_improves(tmp_path, seed):
 def test_iterated_search_reaches_the_enumerated_maximum(tmp_path, seed):
     """ε just under the true max of |Y_0| over the 65,536 grid points: the search, started from
     the point of least error, finds a witness onnxruntime confirms."""
-    path = _twin(tmp_path / "t.onnx", seed, 4)
-    k_lo = np.full(N_IN, -2.0)
-    inst, dom = _case(tmp_path, path, k_lo, 1.0)
-    codes = M.grid_points(k_lo, k_lo + 3, 1.0).astype(np.float64)
-    y = dom.graph.evaluate(codes)[:, 0]
-    top = float(np.abs(y).max())
-    inst, dom = _case(tmp_path, path, k_lo, top - 1e-6 * (1 + top))
-    case = inst.spec.cases[0]
-    L, U = dom.initial(case)
-
-    def check(points):
-        r = replay(inst, dom.to_input(points, case)[0])
-        return r if r.ok else None
-
-    x, m, found = iterated_search(dom.graph, case.margin, codes[np.argmin(np.abs(y))][None],
-                                  grid_values(L[0], U[0], True), time.monotonic() + 30,
-                                  np.random.default_rng(seed), check)
+    t = _near_maximum(tmp_path, seed)
+    L, U, top = t.L, t.U, t.top
+    x, m, found = iterated_search(t.dom.graph, t.case.margin, t.codes[np.argmin(np.abs(t.y))][None], L[0], U[0],
+                                  True, time.monotonic() + 30, np.random.default_rng(seed), t.check)
     assert found is not None and found.ok and abs(found.y[0]) >= top - 1e-6 * (1 + top)
     assert m >= 0 and np.all(x == np.round(x)) and np.all((x >= L[0]) & (x <= U[0]))
 
@@ -88,16 +73,10 @@ def test_iterated_search_reaches_the_enumerated_maximum(tmp_path, seed):
 def test_iterated_search_without_a_witness_returns_its_best(tmp_path):
     """ε above the true maximum: no point is accepted; the best margin returned is the exact
     margin of the returned point and not above the enumerated maximum."""
-    path = _twin(tmp_path / "t.onnx", 3, 4)
-    k_lo = np.full(N_IN, -2.0)
-    inst, dom = _case(tmp_path, path, k_lo, 1.0)
-    codes = M.grid_points(k_lo, k_lo + 3, 1.0).astype(np.float64)
-    top = float(np.abs(dom.graph.evaluate(codes)[:, 0]).max())
-    inst, dom = _case(tmp_path, path, k_lo, top + 0.01)
-    case = inst.spec.cases[0]
-    L, U = dom.initial(case)
+    t = _near_maximum(tmp_path, 3, above=0.01)
+    dom, case = t.dom, t.case
     calls = []
-    x, m, found = iterated_search(dom.graph, case.margin, codes[:5], grid_values(L[0], U[0], True),
+    x, m, found = iterated_search(dom.graph, case.margin, t.codes[:5], t.L[0], t.U[0], True,
                                   time.monotonic() + 1.0, np.random.default_rng(0), lambda p: calls.append(p))
     assert found is None and not calls
     assert m == pytest.approx(case.margin(dom.graph.evaluate(x[None]))[0], abs=1e-12) and m <= -0.01 + 1e-9

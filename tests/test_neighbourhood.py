@@ -5,6 +5,7 @@ bound, each one replayed by onnxruntime, and never hands over a point that misse
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -44,6 +45,27 @@ def _case(tmp_path, path, k_lo, eps):
     dom = domain_for(inst.graph)
     assert isinstance(dom, CodeDomain)
     return inst, dom
+
+
+def _near_maximum(tmp_path, seed, above=None):
+    """The twin of ``seed`` over the grid box −2..1 (4^8 codes): the instance with ε just under
+    the true max ``top`` of |Y_0| there (or ``top + above``), its codes and |Y_0|'s values, and
+    a ``check`` that replays a point in onnxruntime (the replay if it is a witness)."""
+    path = _twin(tmp_path / "t.onnx", seed, 4)
+    k_lo = np.full(N_IN, -2.0)
+    inst, dom = _case(tmp_path, path, k_lo, 1.0)
+    codes = M.grid_points(k_lo, k_lo + 3, 1.0).astype(np.float64)
+    y = dom.graph.evaluate(codes)[:, 0]
+    top = float(np.abs(y).max())
+    inst, dom = _case(tmp_path, path, k_lo, top - 1e-6 * (1 + top) if above is None else top + above)
+    case = inst.spec.cases[0]
+    L, U = dom.initial(case)
+
+    def check(points):
+        r = replay(inst, dom.to_input(points, case)[0])
+        return r if r.ok else None
+
+    return SimpleNamespace(inst=inst, dom=dom, case=case, L=L, U=U, codes=codes, y=y, top=top, check=check)
 
 
 def _search(inst, dom, seconds, start):
@@ -98,20 +120,8 @@ def test_milp_box_finds_witness_by_search(tmp_path, prove):
     """Through milp_box: the proof share ends unproven (ε below the true maximum) and the search
     from the falsifier's point returns a replayed witness; a helper (``prove=False``) runs no
     proof model at all and gets there by the search alone."""
-    path = _twin(tmp_path / "t.onnx", 7, 4)
-    k_lo = np.full(N_IN, -2.0)
-    inst, dom = _case(tmp_path, path, k_lo, 1.0)
-    codes = M.grid_points(k_lo, k_lo + 3, 1.0).astype(np.float64)
-    y = dom.graph.evaluate(codes)[:, 0]
-    top = float(np.abs(y).max())
-    inst, dom = _case(tmp_path, path, k_lo, top - 1e-6 * (1 + top))
-    case = inst.spec.cases[0]
-    L, U = dom.initial(case)
-
-    def check(points):
-        r = replay(inst, dom.to_input(points, case)[0])
-        return r if r.ok else None
-
+    t = _near_maximum(tmp_path, 7)
+    dom, case, L, U, codes, y, top, check = t.dom, t.case, t.L, t.U, t.codes, t.y, t.top, t.check
     res = milp_box(dom.analysis_graph, L[0], U[0], case.polytopes, integer_input=True,
                    deadline=time.monotonic() + 30, chain=backend_chain(), check=check,
                    starts=codes[np.argmin(np.abs(y))][None], prove=prove)

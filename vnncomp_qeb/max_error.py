@@ -26,7 +26,7 @@ from vnncomp_qeb.io.instance import Instance
 from vnncomp_qeb.io.replay import input_type, joint_output, snap_into_box
 from vnncomp_qeb.search.attack import pgd
 from vnncomp_qeb.search.domains import CodeDomain, domain_for
-from vnncomp_qeb.search.moves import grid_values, iterated_search
+from vnncomp_qeb.search.moves import iterated_search
 from vnncomp_qeb.search.sampling import best_candidates, box_points
 from vnncomp_qeb.spec import Case, Polytope
 
@@ -143,10 +143,9 @@ class _Search:
         visited = pgd(self.inst.graph, self.target, starts, 20, self.rng)
         self.observe(visited)
         until = min(self.deadline, time.monotonic() + 0.1 * max(self.deadline - time.monotonic(), 0))
-        integer = isinstance(domain, CodeDomain)
         starts = domain.from_input(best_candidates(self.inst.graph, self.target, visited, 16)[0])
-        x, _, _ = iterated_search(domain.graph, self.target.margin, np.round(starts) if integer else starts,
-                                  grid_values(L[0], U[0], integer), until, self.rng,
+        x, _, _ = iterated_search(domain.graph, self.target.margin, starts, L[0], U[0],
+                                  isinstance(domain, CodeDomain), until, self.rng,
                                   lambda p: self.observe(domain.to_input(p, self.case)))  # never stops it
         self.observe(domain.to_input(x[None], self.case))
         self.note()

@@ -33,7 +33,7 @@ from vnncomp_qeb.isolate import CANCELLED, OK, OUT_OF_TIME, report, run_isolated
 from vnncomp_qeb.milp.backends import backend_chain
 from vnncomp_qeb.milp.solve import milp_box
 from vnncomp_qeb.search.attack import pgd
-from vnncomp_qeb.search.moves import grid_values, iterated_search
+from vnncomp_qeb.search.moves import iterated_search
 from vnncomp_qeb.search.domains import CodeDomain, domain_for
 from vnncomp_qeb.search.sampling import best_candidates, box_points
 from vnncomp_qeb.spec import Case
@@ -187,12 +187,11 @@ class _Run:
             except Exception:  # noqa: BLE001 - the proof stage meets it again and reports it
                 pass
             if self.certified.get(id(case), np.inf) >= 0:
-                integer = isinstance(domain, CodeDomain)
                 starts = domain.from_input(best_candidates(self.inst.graph, case, visited, LOCAL_STARTS)[0])
                 share = SEARCH_SHARE * (self.deadline - time.monotonic()) / (len(self.inst.cases) - k)
                 x, _, found = iterated_search(
-                    domain.graph, case.margin, np.round(starts) if integer else starts,
-                    grid_values(L[0], U[0], integer), time.monotonic() + share, self.rng,
+                    domain.graph, case.margin, starts, L[0], U[0], isinstance(domain, CodeDomain),
+                    time.monotonic() + share, self.rng,
                     lambda points: self.try_points(case, domain.to_input(points, case), "attack"))
                 if found or self.out_of_time():
                     return found

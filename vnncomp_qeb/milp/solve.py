@@ -24,7 +24,7 @@ from vnncomp_qeb.ir.graph import Graph
 from vnncomp_qeb.milp.backends import INFEASIBLE, Backend, solve_with_fallback
 from vnncomp_qeb.milp.encode import PROOF, WITNESS, Cut, Encoding, encode
 from vnncomp_qeb.milp.neighbourhood import neighbourhood_search
-from vnncomp_qeb.search.moves import grid_values, iterated_search
+from vnncomp_qeb.search.moves import iterated_search
 from vnncomp_qeb.spec import Polytope
 
 PROOF_TOL = 1e-6  # the dual bound must clear 0 by this (relative to the objective's scale)
@@ -161,12 +161,10 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
     if unproven and time.monotonic() < deadline - 0.1:
         log(f"witness search on {len(unproven)} open polytope(s) for {deadline - time.monotonic():.0f}s")
         # the local search first (seconds of cheap exact moves), the MILP neighbourhoods from its end
-        start = np.vstack(seeds)
-        values = grid_values(lower, upper, integer_input)
         aims = hunt or [polytopes[i] for i in unproven]
         stats: dict = {}
         x, m, found = iterated_search(graph, lambda y: np.max([p.margin(y) for p in aims], axis=0),
-                                      np.round(start) if integer_input else start, values,
+                                      np.vstack(seeds), lower, upper, integer_input,
                                       time.monotonic() + LOCAL_SHARE * (deadline - time.monotonic()),
                                       np.random.default_rng(seed), check, stats)
         if found is not None:

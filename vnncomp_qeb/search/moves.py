@@ -103,15 +103,18 @@ def climb(scorer: MoveScorer, x: np.ndarray, m: float, values: np.ndarray, deadl
     return x, m
 
 
-def iterated_search(graph: Graph, margin: Margin, starts: np.ndarray, values: np.ndarray, deadline: float,
-                    rng: np.random.Generator, check: Callable[[np.ndarray], object] | None = None,
+def iterated_search(graph: Graph, margin: Margin, starts: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                    integer: bool, deadline: float, rng: np.random.Generator,
+                    check: Callable[[np.ndarray], object] | None = None,
                     stats: dict | None = None) -> tuple[np.ndarray, float, object | None]:
-    """Climb from the best of ``starts`` (B, n), then kick and climb again until ``deadline``
-    or a point with margin ≥ 0 that ``check`` accepts (its result is returned; without
-    ``check`` the first such point ends the search). Returns (best point, its margin, what
-    ``check`` returned or None); ``stats`` (if given) gets the number of climbs."""
+    """Climb from the best of ``starts`` (B, n; snapped into the box ``[lo, hi]`` and, on an
+    ``integer`` grid, rounded), over :func:`grid_values`, then kick and climb again until
+    ``deadline`` or a point with margin ≥ 0 that ``check`` accepts (its result is returned;
+    without ``check`` the first such point ends the search). Returns (best point, its margin,
+    what ``check`` returned or None); ``stats`` (if given) gets the number of climbs."""
     scorer = MoveScorer(graph, margin)
-    starts = np.clip(starts, values.min(axis=0), values.max(axis=0))
+    values = grid_values(lo, hi, integer)
+    starts = np.clip(np.round(starts) if integer else starts, values.min(axis=0), values.max(axis=0))
     m0 = scorer.full(starts)
     order = list(np.argsort(-m0))
     free = np.flatnonzero(values.max(axis=0) > values.min(axis=0))
