@@ -22,7 +22,7 @@ from vnncomp_qeb.io.instance import load_instance
 from vnncomp_qeb.io.replay import replay
 from vnncomp_qeb.io.vnnlib_writer import error_bound_v1
 from vnncomp_qeb.isolate import CANCELLED, CRASHED, OK, OUT_OF_MEMORY, OUT_OF_TIME, run_isolated, run_isolated_all
-from vnncomp_qeb.milp.backends import (INTERRUPTED, OPTIMAL, GurobiBackend, HighsBackend, ScipBackend,
+from vnncomp_qeb.milp.backends import (INTERRUPTED, OPTIMAL, GiveUp, GurobiBackend, HighsBackend, ScipBackend,
                                        backend_chain, bound_stalled, solve_with_fallback)
 import vnncomp_qeb.milp.encode as encode_module
 from vnncomp_qeb.milp.encode import PROOF, WITNESS, encode
@@ -152,21 +152,68 @@ def _tiny_model(rng, n=8):
     return m, A, c
 
 
+def _tiny_best(A, c):
+    """The optimum of :func:`_tiny_model` (n = 5) by enumerating its 7^5 integer points."""
+    grid = np.stack(np.meshgrid(*[np.arange(-3, 4)] * 5, indexing="ij"), -1).reshape(-1, 5)
+    ok = np.all((grid @ A.T >= -4) & (grid @ A.T <= 5), axis=1)
+    # y_i ∈ [0.5x − 0.25, 0.5x + 0.25] ∩ [−1, 2]: pick the best end per sign of its cost
+    g = grid[ok]
+    ylo, yhi = np.maximum(0.5 * g - 0.25, -1), np.minimum(0.5 * g + 0.25, 2)
+    feas = np.all(ylo <= yhi, axis=1)
+    return (g @ c[:5] + np.where(c[5:] > 0, yhi, ylo) @ c[5:] + 0.5)[feas].max()
+
+
+def _knapsack(rng, n: int, rows: int = 1):
+    """A 0/1 knapsack (maximised) that HiGHS's presolve does not solve: its nodes are searched."""
+    m = MilpModel()
+    x = m.add_vars(np.zeros(n), np.ones(n), integer=True)
+    w = rng.integers(10, 100, size=(rows, n)).astype(float)
+    m.add_rows(np.tile(x, (rows, 1)), w, -np.inf, w.sum(axis=1) / 2 + 0.5)
+    m.set_objective(x, w[0] + rng.integers(-5, 6, size=n))
+    return m
+
+
 def test_backends_agree_with_enumeration():
     rng = np.random.default_rng(0)
     for _ in range(3):
         m, A, c = _tiny_model(rng, n=5)
-        grid = np.stack(np.meshgrid(*[np.arange(-3, 4)] * 5, indexing="ij"), -1).reshape(-1, 5)
-        ok = np.all((grid @ A.T >= -4) & (grid @ A.T <= 5), axis=1)
-        # y_i ∈ [0.5x − 0.25, 0.5x + 0.25] ∩ [−1, 2]: pick the best end per sign of its cost
-        g = grid[ok]
-        ylo, yhi = np.maximum(0.5 * g - 0.25, -1), np.minimum(0.5 * g + 0.25, 2)
-        feas = np.all(ylo <= yhi, axis=1)
-        best = (g @ c[:5] + np.where(c[5:] > 0, yhi, ylo) @ c[5:] + 0.5)[feas].max()
+        best = _tiny_best(A, c)
         for backend in (HighsBackend(), ScipBackend()):
             r = backend.solve(m, 10)
             assert r.status == OPTIMAL and abs(r.objective - best) < 1e-6 and r.bound >= best - 1e-6, backend.name
             assert np.all(np.abs(m.row_values(r.x)[: 6] - A @ r.x[:5]) < 1e-9)
+
+
+def test_cutoff_keeps_the_bound_sound():
+    """With a cutoff the solver prunes everything at or below it: the bound it returns is never
+    below the true optimum (enumerated, or solved without a cutoff), equals the cutoff when the
+    optimum lies below it (a proof), and the optimum is still found when it lies above."""
+    rng = np.random.default_rng(3)
+    models = []
+    for _ in range(2):
+        m, A, c = _tiny_model(rng, n=5)
+        models.append((m, _tiny_best(A, c)))
+    k = _knapsack(rng, 40)
+    models.append((k, HighsBackend().solve(k, 30).objective))
+    for m, best in models:
+        for backend in (HighsBackend(), ScipBackend()):
+            for cutoff in (best - 1.5, best - 0.25, best + 0.25, best + 3.0):
+                r = backend.solve(m, 30, cutoff=cutoff)
+                assert r.bound >= best - 1e-6, (backend.name, cutoff)
+                if cutoff < best:
+                    assert r.objective is not None and abs(r.objective - best) < 1e-6, (backend.name, cutoff)
+                else:
+                    assert r.bound <= cutoff + 1e-6, (backend.name, cutoff)
+
+
+def test_give_up_hands_over_only_above_keep_below():
+    """Past its share a proof hands its time over (message ``share``) unless its bound is already
+    below ``keep_below``: then it keeps the core until its own time limit."""
+    m = _knapsack(np.random.default_rng(1), 300, rows=40)  # HiGHS cannot finish it in seconds
+    r = HighsBackend().solve(m, 30, give_up=GiveUp(time.monotonic()))
+    assert r.message == "share" and r.bound >= (r.objective or -np.inf)
+    r = HighsBackend().solve(m, 1.0, give_up=GiveUp(time.monotonic(), keep_below=np.inf))
+    assert r.message != "share"
 
 
 def test_partial_start_and_restricted_columns():

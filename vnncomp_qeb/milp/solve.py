@@ -21,7 +21,7 @@ import numpy as np
 from vnncomp_qeb.analysis.difference import DifferenceAnalysis
 from vnncomp_qeb.analysis.dra import cached_difference_graph, refined_bounds
 from vnncomp_qeb.ir.graph import Graph
-from vnncomp_qeb.milp.backends import INFEASIBLE, Backend, solve_with_fallback
+from vnncomp_qeb.milp.backends import INFEASIBLE, Backend, GiveUp, solve_with_fallback
 from vnncomp_qeb.milp.encode import PROOF, WITNESS, Cut, Encoding, encode
 from vnncomp_qeb.milp.neighbourhood import neighbourhood_search
 from vnncomp_qeb.search.moves import iterated_search
@@ -30,6 +30,9 @@ from vnncomp_qeb.spec import Polytope
 PROOF_TOL = 1e-6  # the dual bound must clear 0 by this (relative to the objective's scale)
 PROOF_SHARE = 0.5  # of the box's time for the proof model; the witness search gets the rest
 LOCAL_SHARE = 0.75  # of the witness search's time for the local search, before the MILP neighbourhoods
+# a proof keeps its core past its share while its bound is below 1/WITNESS_FAR of how far the best
+# known point is from the polytope: a witness search that far off rarely closes the gap
+WITNESS_FAR = 2.0
 
 
 @dataclass
@@ -96,7 +99,10 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
     points (rows of an array) and returns its outcome (not None) for a confirmed witness.
 
     The proof model gets the first ``PROOF_SHARE`` of the time (less where its dual bound stalls,
-    :func:`~vnncomp_qeb.milp.backends.bound_stalled`); once a polytope is left unproven the case
+    :func:`~vnncomp_qeb.milp.backends.bound_stalled`) — or all of it while its bound stays below
+    ``1/WITNESS_FAR`` of the distance from the best known point to the polytope (the proof is
+    closer to done than the witness search); it is solved with a cutoff just below the proof's
+    target, so the solver prunes what cannot matter. Once a polytope is left unproven the case
     cannot be proven, and the rest goes to :func:`neighbourhood_search` from ``starts``
     (points in domain coordinates, e.g. the falsifier's best) and the proof model's incumbents.
     With ``prove=False`` (a helper on a core another share left free) only the search runs.
@@ -117,6 +123,9 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
     seeds = [np.asarray(starts, dtype=np.float64).reshape(-1, lower.size)] if starts is not None else []
     seeds.append(((lower + upper) / 2)[None])
     unproven: list[int] = [] if prove else list(range(len(polytopes)))
+    if prove and search:  # how far the best known point is from each polytope (> 0: none inside)
+        y = graph.evaluate(np.vstack(seeds))
+        distance = [max(-float(np.max(p.margin(y))), 0.0) for p in polytopes]
     # most likely hit first: its witness ends the case; a polytope the proof share does not reach
     # keeps the interval bound, so a timeout still reports a certified (if loose) bound
     caps = [_interval_slack_bound(p, y_lo, y_hi) for p in polytopes]
@@ -133,13 +142,16 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
             continue
         model, s_col, tol = _with_objective(proof, p, y_lo, y_hi)
         # a stalled proof gives up its time to the witness search (when there is one)
-        r = solve_with_fallback(chain, model, left, stop=stop, stop_below=-tol, give_up=search)
+        give_up = GiveUp(proof_until, distance[i] / WITNESS_FAR) if search else None
+        r = solve_with_fallback(chain, model, deadline - time.monotonic(), stop=stop, stop_below=-tol,
+                                give_up=give_up, cutoff=-2 * tol)
         result.solves.append(r)
         done = r.status == INFEASIBLE or r.bound < -tol
         if done:
             what = "proven unreachable" + ("" if r.status == INFEASIBLE else f" (slack ≤ {r.bound:.4g} < 0)")
         else:
-            why = {"stalled": "bound stalled, time goes to the witness search"}.get(r.message, r.status)
+            why = {"stalled": "bound stalled, time goes to the witness search",
+                   "share": "past its share, time goes to the witness search"}.get(r.message, r.status)
             what = f"open: slack ≤ {r.bound:.4g} ({why})" + (
                 "" if r.objective is None else f", best point found {r.objective:.4g}")
         log(f"polytope {i + 1}/{len(polytopes)} {what} — {r.seconds:.2f}s {r.backend}, {proof.model.n_vars} columns, "
