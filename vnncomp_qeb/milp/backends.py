@@ -96,7 +96,10 @@ class HighsBackend(Backend):
         h = highspy.Highs()
         h.setOptionValue("output_flag", False)
         h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
-        h.setOptionValue("mip_feasibility_tolerance", 1e-7)
+        # witnesses need integrality within 1e-7; a proof (a cutoff) does not: a node closed at its
+        # LP value bounds every integer point in it whatever the tolerance, and HiGHS's default
+        # 1e-6 proves P2 Q4 id3236 ε = 6 in 26 s instead of 40 s
+        h.setOptionValue("mip_feasibility_tolerance", 1e-6 if np.isfinite(cutoff) else 1e-7)
         h.setOptionValue("random_seed", 0)
         lp = highspy.HighsLp()
         lb, ub = model.bounds()
