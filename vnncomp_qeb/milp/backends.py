@@ -99,7 +99,7 @@ class HighsBackend(Backend):
         # witnesses need integrality within 1e-7; a proof (a cutoff) does not: a node closed at its
         # LP value bounds every integer point in it whatever the tolerance, and HiGHS's default
         # 1e-6 proves P2 Q4 id3236 ε = 6 in 26 s instead of 40 s
-        h.setOptionValue("mip_feasibility_tolerance", 1e-6 if np.isfinite(cutoff) else 1e-7)
+        h.setOptionValue("mip_feasibility_tolerance", 1e-6 if cut else 1e-7)
         h.setOptionValue("random_seed", 0)
         lp = highspy.HighsLp()
         lb, ub = model.bounds()
@@ -158,8 +158,8 @@ class HighsBackend(Backend):
         info = h.getInfo()
         seconds = time.monotonic() - t0
         pruned = (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kObjectiveBound)
-        if cut and status in pruned:  # nothing above the cutoff
-            return MilpResult(OPTIMAL, float(cutoff), seconds=seconds, backend=self.name, message="cutoff")
+        if cut and status in pruned:
+            return _nothing_above(cutoff, seconds, self.name)
         if status == highspy.HighsModelStatus.kInfeasible:
             return MilpResult(INFEASIBLE, -np.inf, seconds=seconds, backend=self.name)
         if status == highspy.HighsModelStatus.kOptimal:
@@ -195,8 +195,7 @@ class ScipBackend(Backend):
         import pyscipopt
 
         t0 = time.monotonic()
-        if give_up is not None:
-            time_limit = min(time_limit, give_up.share_until - t0)
+        time_limit = _within_share(time_limit, give_up, t0)
         m = pyscipopt.Model()
         m.hideOutput()
         m.setParam("limits/time", float(max(time_limit, 0.01)))
@@ -232,7 +231,7 @@ class ScipBackend(Backend):
         st = m.getStatus()
         if st == "infeasible":
             if np.isfinite(cutoff):  # (nothing above the objective limit)
-                return MilpResult(OPTIMAL, float(cutoff), seconds=seconds, backend=self.name, message="cutoff")
+                return _nothing_above(cutoff, seconds, self.name)
             return MilpResult(INFEASIBLE, -np.inf, seconds=seconds, backend=self.name)
         kind = {"optimal": OPTIMAL, "timelimit": TIME_LIMIT, "userinterrupt": INTERRUPTED}.get(st)
         if kind is None:
@@ -257,8 +256,7 @@ class GurobiBackend(Backend):
         import gurobipy as gp
 
         t0 = time.monotonic()
-        if give_up is not None:
-            time_limit = min(time_limit, give_up.share_until - t0)
+        time_limit = _within_share(time_limit, give_up, t0)
         try:
             env = gp.Env(params={"OutputFlag": 0})
             m = gp.Model(env=env)
@@ -293,7 +291,7 @@ class GurobiBackend(Backend):
         st = m.Status
         GRB = gp.GRB
         if st == GRB.CUTOFF or (st == GRB.INFEASIBLE and np.isfinite(cutoff)):
-            return MilpResult(OPTIMAL, float(cutoff), seconds=seconds, backend=self.name, message="cutoff")
+            return _nothing_above(cutoff, seconds, self.name)
         if st == GRB.INFEASIBLE:
             return MilpResult(INFEASIBLE, -np.inf, seconds=seconds, backend=self.name)
         kind = {GRB.OPTIMAL: OPTIMAL, GRB.TIME_LIMIT: TIME_LIMIT, GRB.INTERRUPTED: INTERRUPTED}.get(st)
@@ -337,6 +335,17 @@ class _Watcher:
 
     def done(self):
         self._finished.set()
+
+
+def _within_share(time_limit: float, give_up: GiveUp | None, t0: float) -> float:
+    """The time limit of a back-end that cannot hand its time over adaptively: it stops at the
+    end of its share."""
+    return time_limit if give_up is None else min(time_limit, give_up.share_until - t0)
+
+
+def _nothing_above(cutoff: float, seconds: float, backend: str) -> MilpResult:
+    """A solve that pruned everything: every point lies at or below the cutoff."""
+    return MilpResult(OPTIMAL, float(cutoff), seconds=seconds, backend=backend, message="cutoff")
 
 
 def _partial(start: tuple[np.ndarray, np.ndarray], lb: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -148,7 +148,8 @@ def milp_box(graph: Graph, lower: np.ndarray, upper: np.ndarray, polytopes: list
             unproven.append(i)
             continue
         model, s_col, tol = _with_objective(proof, p, y_lo, y_hi)
-        # a stalled proof gives up its time to the witness search (when there is one)
+        # a proof past its share or stalled hands its time to the witness search (when there is one),
+        # unless it is nearer its end than the witness search is
         give_up = GiveUp(proof_until, distance[i] / WITNESS_FAR) if search else None
         r = solve_with_fallback(chain, model, deadline - time.monotonic(), stop=stop, stop_below=-tol,
                                 give_up=give_up, cutoff=-2 * tol)
