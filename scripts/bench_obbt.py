@@ -3,11 +3,11 @@ before the proof model, on a hard QEBVerif task.
 
 For every paired hidden tensor of the twin (``z`` of N, ``ẑ`` of Q: the inputs of a ReLU and of
 a rounding step; the first layer's intervals are attained already, its difference still gets a
-row), layer by layer, the LP relaxation of the proof model
-over the task's box is minimised and maximised for each ``z_j``, ``ẑ_j`` and ``z_j − ẑ_j``; the
-new intervals replace the DRA's (and every interval downstream is re-propagated), the
-differences enter as extra rows. Then both sides of the task are solved with HiGHS as the
-verifier solves them (cutoff just below 0, one core), without and with the tightening.
+row), layer by layer, the LP relaxation of the proof model over the task's box is minimised and
+maximised for each ``z_j``, ``ẑ_j`` and ``z_j − ẑ_j``; the new intervals replace the DRA's (and
+every interval downstream is re-propagated), the differences enter as extra rows. Then both
+sides of the task are solved with HiGHS as the verifier solves them (cutoff just below 0, one
+core), without and with the tightening.
 
     python scripts/bench_obbt.py [--task P2-6:3236:1] [--timeout 60]
 
@@ -15,9 +15,10 @@ The LP values are floating point with a 1e-7 margin, not certified: this measure
 avenue is worth a sound implementation, it decides nothing.
 
 Measured (session 14, 60 s per side; "slack ≤" is the proof's bound at the limit, < 0 proves):
-P2-6 id3236 ε = 1: z widths 1.44 → 0.82, ẑ 1.50 → 1.12, OBBT 17.5 s on that layer; slack ≤ 0.567 / 0.125
-→ 0.541 / 0.105. P2-4 id5656 ε = 4: z 1.78 → 0.95, ẑ 2.52 → 2.24, OBBT 23.6 s; N − Q side
-1.31 → 1.00 (the other side proven in < 1 s either way). No verdict in reach. Not kept.
+P2-6 id3236 ε = 1: z widths 1.44 → 0.82, ẑ 1.50 → 1.12, OBBT 17.5 s on that layer;
+slack ≤ 0.567 / 0.125 → 0.541 / 0.105. P2-4 id5656 ε = 4: z 1.78 → 0.95, ẑ 2.52 → 2.24,
+OBBT 23.6 s; N − Q side 1.31 → 1.00 (the other side proven in < 1 s either way). No verdict in
+reach. Not kept.
 """
 
 from __future__ import annotations
@@ -37,33 +38,12 @@ from bench_code_split import task_instance  # noqa: E402
 from vnncomp_qeb.analysis.backsub import exact_by_intervals  # noqa: E402
 from vnncomp_qeb.analysis.dra import cached_difference_graph, refined_bounds  # noqa: E402
 from vnncomp_qeb.analysis.interval import propagate_op  # noqa: E402
-from vnncomp_qeb.milp.backends import HighsBackend  # noqa: E402
+from vnncomp_qeb.milp.backends import HighsBackend, highs_model  # noqa: E402
 from vnncomp_qeb.milp.encode import PROOF, Cut, encode  # noqa: E402
 from vnncomp_qeb.milp.solve import _with_objective, difference_cuts  # noqa: E402
 from vnncomp_qeb.search.domains import domain_for  # noqa: E402
 
 MARGIN = 1e-7
-
-
-def _lp(model):
-    """The LP relaxation of ``model`` in HiGHS (minimisation, zero objective, quiet, one thread)."""
-    import highspy
-
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
-    lp = highspy.HighsLp()
-    lb, ub = model.bounds()
-    starts, index, value, rlo, rhi = model.rows()
-    lp.num_col_, lp.num_row_ = model.n_vars, model.n_rows
-    lp.col_cost_, lp.col_lower_, lp.col_upper_ = np.zeros(model.n_vars), lb, ub
-    lp.row_lower_, lp.row_upper_ = rlo, rhi
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = model.n_vars, model.n_rows
-    lp.a_matrix_.start_ = np.append(starts, index.size).astype(np.int32)
-    lp.a_matrix_.index_, lp.a_matrix_.value_ = index.astype(np.int32), value
-    h.passModel(lp)
-    return h
 
 
 def _minimum(h, cols: list[int], coefs: list[float]) -> float:
@@ -80,7 +60,8 @@ def tighten(g, bounds, relaxations, pair: tuple[str, str], extra: list[Cut]) -> 
     """OBBT on one paired tensor: narrows ``bounds`` in place (and downstream); returns the
     difference rows for ``z − ẑ``."""
     enc = encode(g, bounds, PROOF, False, difference_cuts(g, bounds, relaxations) + extra)
-    h = _lp(enc.model)
+    h = highs_model(enc.model, np.zeros(enc.model.n_vars), minimise=True, integer=False)
+    h.setOptionValue("threads", 1)
     zc, qc = (enc.columns[t].ravel() for t in pair)
     for name, cols in zip(pair, (zc, qc)):
         lo, hi = (v.reshape(-1).copy() for v in bounds[name])

@@ -93,31 +93,15 @@ class HighsBackend(Backend):
         # maximising; sign turns every objective value HiGHS reports back into ours
         cut = bool(np.isfinite(cutoff))
         sign = -1.0 if cut else 1.0
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
+        integer = model.integrality()
+        h = highs_model(model, sign * model.cost(), sign * model.offset, minimise=cut)
         h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
         # witnesses need integrality within 1e-7; a proof (a cutoff) does not: a node closed at its
         # LP value bounds every integer point in it whatever the tolerance, and HiGHS's default
         # 1e-6 proves P2 Q4 id3236 ε = 6 in 26 s instead of 40 s
         h.setOptionValue("mip_feasibility_tolerance", 1e-6 if cut else 1e-7)
         h.setOptionValue("random_seed", 0)
-        lp = highspy.HighsLp()
         lb, ub = model.bounds()
-        starts, index, value, rlo, rhi = model.rows()
-        lp.num_col_, lp.num_row_ = model.n_vars, model.n_rows
-        lp.col_cost_, lp.col_lower_, lp.col_upper_ = sign * model.cost(), lb, ub
-        lp.row_lower_, lp.row_upper_ = rlo, rhi
-        lp.sense_ = highspy.ObjSense.kMinimize if cut else highspy.ObjSense.kMaximize
-        lp.offset_ = sign * model.offset
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-        lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = model.n_vars, model.n_rows
-        lp.a_matrix_.start_ = np.append(starts, index.size).astype(np.int32)
-        lp.a_matrix_.index_, lp.a_matrix_.value_ = index.astype(np.int32), value
-        integer = model.integrality()
-        if integer.any():
-            lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
-                               for i in integer]
-        h.passModel(lp)
         if cut:  # (heuristics: incumbents below the cutoff are of no use)
             h.setOptionValue("objective_bound", -float(cutoff))
             h.setOptionValue("mip_heuristic_effort", 0.0)
@@ -182,6 +166,33 @@ class HighsBackend(Backend):
         # with a cutoff HiGHS reports the bound of what it kept (at the end: its incumbent, even
         # one below the cutoff): what it pruned is only known to lie at or below the cutoff
         return MilpResult(kind, float(max(bound, cutoff)), obj, x, seconds, self.name, decided["why"])
+
+
+def highs_model(model: MilpModel, cost: np.ndarray, offset: float = 0.0, *, minimise: bool = False,
+                integer: bool = True):
+    """A quiet ``highspy.Highs`` holding ``model`` with objective ``cost``·x + ``offset`` (its
+    integrality kept when ``integer``, else its LP relaxation)."""
+    import highspy
+
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    lp = highspy.HighsLp()
+    lb, ub = model.bounds()
+    starts, index, value, rlo, rhi = model.rows()
+    lp.num_col_, lp.num_row_ = model.n_vars, model.n_rows
+    lp.col_cost_, lp.col_lower_, lp.col_upper_ = np.asarray(cost, dtype=np.float64), lb, ub
+    lp.row_lower_, lp.row_upper_ = rlo, rhi
+    lp.sense_ = highspy.ObjSense.kMinimize if minimise else highspy.ObjSense.kMaximize
+    lp.offset_ = offset
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = model.n_vars, model.n_rows
+    lp.a_matrix_.start_ = np.append(starts, index.size).astype(np.int32)
+    lp.a_matrix_.index_, lp.a_matrix_.value_ = index.astype(np.int32), value
+    ints = model.integrality()
+    if integer and ints.any():
+        lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous for i in ints]
+    h.passModel(lp)
+    return h
 
 
 class ScipBackend(Backend):
